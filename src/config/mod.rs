@@ -1,0 +1,2 @@
+//! Salt YAML → typed beacon configs, with precise errors.
+pub mod minion;

@@ -1,0 +1,2 @@
+//! Where events go: a real salt-master.
+pub mod salt;

@@ -1,0 +1,1 @@
+//! Salt's ZeroMQ request channel: `_auth`, then `_minion_event`.
