@@ -82,13 +82,15 @@ impl BeaconConfig {
                     match &item.value {
                         Yaml::Map(entries) => items.extend(entries.iter().cloned()),
                         Yaml::Null => {}
-                        _ => return Err(err(
-                            &item.pos,
-                            format!(
+                        _ => {
+                            return Err(err(
+                                &item.pos,
+                                format!(
                                 "each list item must be a map such as `- interval: 10`, found {}",
                                 item.kind()
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
             }
