@@ -1,0 +1,297 @@
+//! `listening_ports`: listening sockets opened and closed, with the owning process. beacond's
+//! own beacon (Salt has none).
+//!
+//! Options: `protocols` (a list among `tcp`, `tcp6`, `udp`, `udp6`; default all four),
+//! `emitatstartup` (default False: the sockets found at startup are the baseline; True fires
+//! `opened` for each of them), and `procfs` (default `/proc`; beacond's, so tests can use a
+//! fixture).
+//!
+//! Source: `<procfs>/net/{tcp,tcp6,udp,udp6}` read on `interval` (TCP sockets in LISTEN, UDP
+//! sockets bound and unconnected), diffed by socket inode; the owner of a new socket is found by
+//! scanning `<procfs>/<pid>/fd` for `socket:[inode]`, only when there are new sockets, stopping
+//! as soon as all are found. Events: tag `salt/beacon/<id>/listening_ports/opened` or `.../closed`,
+//! data `proto`, `address`, `port`, `inode`, `uid`, `user`, `pid`, `process` (pid/process are
+//! null when the owner cannot be seen, e.g. a socket held only by the kernel).
+
+use super::{ps, read_text, Beacon, BeaconError, BuildContext, Data};
+use crate::config::{BeaconConfig, ConfigError};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+const PROTOCOLS: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
+/// `TCP_LISTEN` in the `st` column.
+const TCP_LISTEN: u8 = 0x0A;
+/// `TCP_CLOSE`: an unconnected UDP socket.
+const TCP_CLOSE: u8 = 0x07;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Socket {
+    pub proto: &'static str,
+    pub address: String,
+    pub port: u16,
+    pub uid: u32,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Owner {
+    pid: Option<u32>,
+    process: Option<String>,
+}
+
+pub struct ListeningPorts {
+    protocols: Vec<&'static str>,
+    emitatstartup: bool,
+    procfs: PathBuf,
+    /// By inode: the socket and its owner, as last seen.
+    known: Option<BTreeMap<u64, (Socket, Owner)>>,
+}
+
+pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    let mut protocols = PROTOCOLS.to_vec();
+    if let Some(node) = cfg.opt("protocols") {
+        let Some(items) = node.as_seq() else {
+            return Err(cfg.error(
+                node,
+                format!(
+                    "protocols must be a list among tcp, tcp6, udp, udp6, found {}",
+                    node.kind()
+                ),
+            ));
+        };
+        protocols.clear();
+        for item in items {
+            match PROTOCOLS.iter().find(|p| Some(**p) == item.as_str()) {
+                Some(p) => protocols.push(*p),
+                None => {
+                    return Err(cfg.error(
+                        item,
+                        format!(
+                            "protocols: {} is not one of tcp, tcp6, udp, udp6",
+                            item.to_json()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(Box::new(ListeningPorts {
+        protocols,
+        emitatstartup: cfg.bool_opt("emitatstartup", false)?,
+        procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
+        known: None,
+    }))
+}
+
+/// An address as the kernel prints it in `/proc/net/*`: the 32-bit words of the address in
+/// host byte order, in hex.
+fn parse_addr(hex: &str, v6: bool) -> Option<String> {
+    if v6 {
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for i in 0..4 {
+            let word = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        Some(Ipv6Addr::from(bytes).to_string())
+    } else {
+        let word = u32::from_str_radix(hex, 16).ok()?;
+        Some(Ipv4Addr::from(word.to_ne_bytes()).to_string())
+    }
+}
+
+/// The listening sockets of one `/proc/net/<proto>` table.
+pub fn parse_table(proto: &'static str, text: &str) -> Vec<Socket> {
+    let v6 = proto.ends_with('6');
+    let tcp = proto.starts_with("tcp");
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let Ok(state) = u8::from_str_radix(f[3], 16) else {
+            continue;
+        };
+        let listening = if tcp {
+            state == TCP_LISTEN
+        } else {
+            // Unconnected: remote port 0.
+            state == TCP_CLOSE && f[2].ends_with(":0000")
+        };
+        if !listening {
+            continue;
+        }
+        let Some((addr, port)) = f[1].split_once(':') else {
+            continue;
+        };
+        let (Some(address), Ok(port)) = (parse_addr(addr, v6), u16::from_str_radix(port, 16))
+        else {
+            continue;
+        };
+        let (Ok(uid), Ok(inode)) = (f[7].parse::<u32>(), f[9].parse::<u64>()) else {
+            continue;
+        };
+        out.push(Socket {
+            proto,
+            address,
+            port,
+            uid,
+            inode,
+        });
+    }
+    out
+}
+
+impl ListeningPorts {
+    fn sockets(&self) -> Result<Vec<Socket>, BeaconError> {
+        let mut out = Vec::new();
+        for proto in &self.protocols {
+            let path = self.procfs.join("net").join(proto);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => out.extend(parse_table(proto, &text)),
+                // A kernel without IPv6 has no tcp6/udp6.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && proto.ends_with('6') => {}
+                Err(_) => {
+                    read_text(&path)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Owners of the given socket inodes, by scanning every process's fds (lowest pid first).
+    fn owners(&self, wanted: &HashSet<u64>) -> HashMap<u64, Owner> {
+        let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return found;
+        }
+        let mut pids = ps::pids(&self.procfs).unwrap_or_default();
+        pids.sort_unstable();
+        'pids: for pid in pids {
+            let fd_dir = self.procfs.join(pid.to_string()).join("fd");
+            let Ok(entries) = std::fs::read_dir(&fd_dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let Ok(target) = std::fs::read_link(entry.path()) else {
+                    continue;
+                };
+                let Some(inode) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if wanted.contains(&inode) && !found.contains_key(&inode) {
+                    found.insert(
+                        inode,
+                        Owner {
+                            pid: Some(pid),
+                            process: ps::process_name(&self.procfs, pid),
+                        },
+                    );
+                    if found.len() == wanted.len() {
+                        break 'pids;
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+fn event(kind: &str, s: &Socket, owner: &Owner) -> Data {
+    let mut d = Data::new();
+    d.insert("tag".into(), Value::from(kind));
+    d.insert("proto".into(), Value::from(s.proto));
+    d.insert("address".into(), Value::from(s.address.clone()));
+    d.insert("port".into(), Value::from(s.port));
+    d.insert("inode".into(), Value::from(s.inode));
+    d.insert("uid".into(), Value::from(s.uid));
+    d.insert(
+        "user".into(),
+        user_name(s.uid).map_or(Value::Null, Value::from),
+    );
+    d.insert("pid".into(), owner.pid.map_or(Value::Null, Value::from));
+    d.insert(
+        "process".into(),
+        owner.process.clone().map_or(Value::Null, Value::from),
+    );
+    d
+}
+
+impl Beacon for ListeningPorts {
+    fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+        let now = self.sockets()?;
+        let startup = self.known.is_none();
+        let known = self.known.get_or_insert_with(BTreeMap::new);
+        let new: HashSet<u64> = now
+            .iter()
+            .filter(|s| !known.contains_key(&s.inode))
+            .map(|s| s.inode)
+            .collect();
+        let current: HashSet<u64> = now.iter().map(|s| s.inode).collect();
+        let mut out = Vec::new();
+        // Closed first, so a port moved from one socket to another reads in order.
+        let gone: Vec<u64> = known
+            .keys()
+            .filter(|i| !current.contains(i))
+            .copied()
+            .collect();
+        for inode in gone {
+            if let Some((s, owner)) = known.remove(&inode) {
+                out.push(event("closed", &s, &owner));
+            }
+        }
+        let mut owners = self.owners(&new);
+        let known = self.known.get_or_insert_with(BTreeMap::new);
+        for s in now {
+            if !new.contains(&s.inode) || known.contains_key(&s.inode) {
+                continue;
+            }
+            let owner = owners.remove(&s.inode).unwrap_or(Owner {
+                pid: None,
+                process: None,
+            });
+            if !startup || self.emitatstartup {
+                out.push(event("opened", &s, &owner));
+            }
+            known.insert(s.inode, (s, owner));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:0016 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1235 1 0000000000000000 100 0 0 10 0\n";
+        let s = parse_table("tcp", tcp);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].address, "127.0.0.1");
+        assert_eq!(s[0].port, 22);
+        assert_eq!(s[0].inode, 1234);
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 100 0 0 10 0\n";
+        let s = parse_table("tcp6", tcp6);
+        assert_eq!(s[0].address, "::1");
+        assert_eq!(s[0].port, 8080);
+        assert_eq!(s[0].uid, 1000);
+    }
+}
