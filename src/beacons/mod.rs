@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub(crate) mod dbus;
 pub mod diskusage;
 pub mod listening_ports;
 pub mod load;
@@ -17,6 +18,7 @@ pub(crate) mod netlink;
 pub mod network_info;
 pub mod network_settings;
 pub mod ps;
+pub mod service;
 pub mod swapusage;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
@@ -107,6 +109,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("network_info", network_info::build),
     ("network_settings", network_settings::build),
     ("ps", ps::build),
+    ("service", service::build),
     ("swapusage", swapusage::build),
 ];
 
