@@ -417,11 +417,9 @@ impl Service {
                     self.get_state(i)?;
                 }
             }
-            dbus::SIGNAL if member == "Reloading" => {
-                if m.body.first() == Some(&Val::Bool(false)) {
-                    for i in 0..self.services.len() {
-                        self.get_state(i)?;
-                    }
+            dbus::SIGNAL if member == "Reloading" && m.body.first() == Some(&Val::Bool(false)) => {
+                for i in 0..self.services.len() {
+                    self.get_state(i)?;
                 }
             }
             dbus::SIGNAL if member == "NameOwnerChanged" => {
