@@ -272,6 +272,12 @@ impl Beacon for ListeningPorts {
             }
             known.insert(s.inode, (s, owner));
         }
+        if startup {
+            tracing::info!(
+                sockets = known.len(),
+                "listening_ports: baseline of listening sockets taken"
+            );
+        }
         Ok(out)
     }
 }
