@@ -370,7 +370,7 @@ fn listening_ports_fixture_and_protocol_filter() {
     let cfg = ConfigDir::new("net4", "").dropin(
         "beacons.conf",
         &format!(
-            "beacons:\n  listening_ports:\n    - procfs: {}\n    - emitatstartup: True\n    - protocols: [tcp]\n",
+            "beacons:\n  listening_ports:\n    - procfs: {}\n    - source: proc\n    - emitatstartup: True\n    - protocols: [tcp]\n",
             dir.path().display()
         ),
     );
@@ -466,4 +466,45 @@ fn shipped_network_watch_dropin() {
     agent.wait_log(BASELINE);
     let l = Listener::start(&ns, "SOCK_STREAM", "AF_INET6", "::");
     agent.wait_for("opened", |e| port_event(e, "opened", "tcp6", l.port));
+}
+
+#[test]
+fn listening_ports_netlink_and_proc_sources_agree() {
+    let ns = Netns::new();
+    let _a = Listener::start(&ns, "SOCK_STREAM", "AF_INET", "0.0.0.0");
+    let _b = Listener::start(&ns, "SOCK_STREAM", "AF_INET6", "::");
+    let _c = Listener::start(&ns, "SOCK_DGRAM", "AF_INET", "0.0.0.0");
+    let _d = Listener::start(&ns, "SOCK_DGRAM", "AF_INET6", "::");
+    let mut seen = Vec::new();
+    for source in ["netlink", "proc"] {
+        let cfg = ConfigDir::new("net9", "").dropin(
+            "beacons.conf",
+            &format!(
+                "beacons:\n  listening_ports:\n    - emitatstartup: True\n    - source: {source}\n"
+            ),
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin())
+            .arg("-c")
+            .arg(cfg.path())
+            .arg("--once")
+            .output()
+            .expect("beacond --once in netns");
+        let mut rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                let d = &v["data"];
+                format!(
+                    "{} {} {} {} {} {}",
+                    d["proto"], d["address"], d["port"], d["inode"], d["pid"], d["user"]
+                )
+            })
+            .collect();
+        rows.sort();
+        seen.push(rows);
+    }
+    assert_eq!(seen[0].len(), 4, "{:?}", seen[0]);
+    assert_eq!(seen[0], seen[1]);
 }

@@ -3,17 +3,20 @@
 //!
 //! Options: `protocols` (a list among `tcp`, `tcp6`, `udp`, `udp6`; default all four),
 //! `emitatstartup` (default False: the sockets found at startup are the baseline; True fires
-//! `opened` for each of them), and `procfs` (default `/proc`; beacond's, so tests can use a
-//! fixture).
+//! `opened` for each of them), `source` (`netlink`, the default, or `proc`), and `procfs`
+//! (default `/proc`; beacond's, so tests can use a fixture).
 //!
-//! Source: `<procfs>/net/{tcp,tcp6,udp,udp6}` read on `interval` (TCP sockets in LISTEN, UDP
-//! sockets bound and unconnected), diffed by socket inode; the owner of a new socket is found by
-//! scanning `<procfs>/<pid>/fd` for `socket:[inode]`, only when there are new sockets, stopping
-//! as soon as all are found. Events: tag `salt/beacon/<id>/listening_ports/opened` or `.../closed`,
+//! Source, on `interval`: the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`), asked for TCP
+//! sockets in LISTEN and unconnected UDP sockets only, so the cost follows the number of
+//! listeners, not of connections (a busy server's `/proc/net/tcp` lists every connection); or,
+//! with `source: proc`, `<procfs>/net/{tcp,tcp6,udp,udp6}` parsed and filtered the same way.
+//! Sockets are diffed by inode; the owner of a new socket is found by scanning
+//! `<procfs>/<pid>/fd` for `socket:[inode]`, only when there are new sockets, stopping as soon
+//! as all are found. Events: tag `salt/beacon/<id>/listening_ports/opened` or `.../closed`,
 //! data `proto`, `address`, `port`, `inode`, `uid`, `user`, `pid`, `process` (pid/process are
 //! null when the owner cannot be seen, e.g. a socket held only by the kernel).
 
-use super::{ps, read_text, Beacon, BeaconError, BuildContext, Data};
+use super::{netlink, ps, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +46,7 @@ struct Owner {
 
 pub struct ListeningPorts {
     protocols: Vec<&'static str>,
+    netlink: bool,
     emitatstartup: bool,
     procfs: PathBuf,
     /// By inode: the socket and its owner, as last seen.
@@ -77,8 +81,20 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
             }
         }
     }
+    let netlink = match cfg.str_opt("source", "netlink")?.as_str() {
+        "netlink" => true,
+        "proc" => false,
+        other => {
+            let at = cfg.opt("source").unwrap_or(&cfg.raw);
+            return Err(cfg.error(
+                at,
+                format!("source must be netlink or proc, found '{other}'"),
+            ));
+        }
+    };
     Ok(Box::new(ListeningPorts {
         protocols,
+        netlink,
         emitatstartup: cfg.bool_opt("emitatstartup", false)?,
         procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
         known: None,
@@ -147,18 +163,88 @@ pub fn parse_table(proto: &'static str, text: &str) -> Vec<Socket> {
     out
 }
 
+/// `SOCK_DIAG_BY_FAMILY`.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NETLINK_SOCK_DIAG: i32 = 4;
+
+/// Listening sockets of one protocol from the kernel's socket diagnostics.
+fn diag(nl: &netlink::Socket, proto: &'static str, seq: u32) -> std::io::Result<Vec<Socket>> {
+    let v6 = proto.ends_with('6');
+    let tcp = proto.starts_with("tcp");
+    // struct inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48 bytes).
+    let mut req = vec![0u8; 56];
+    req[0] = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+    req[1] = if tcp {
+        libc::IPPROTO_TCP
+    } else {
+        libc::IPPROTO_UDP
+    } as u8;
+    let states: u32 = 1 << if tcp { TCP_LISTEN } else { TCP_CLOSE };
+    req[4..8].copy_from_slice(&states.to_ne_bytes());
+    let mut out = Vec::new();
+    for (ty, m) in nl.dump_with(SOCK_DIAG_BY_FAMILY, &req, seq)? {
+        // struct inet_diag_msg: family, state, timer, retrans, id (sport, dport: big endian;
+        // src, dst: 16 bytes each; if; cookie[2]), expires, rqueue, wqueue, uid, inode.
+        if ty != SOCK_DIAG_BY_FAMILY || m.len() < 72 {
+            continue;
+        }
+        let port = u16::from_be_bytes([m[4], m[5]]);
+        let dport = u16::from_be_bytes([m[6], m[7]]);
+        if !tcp && dport != 0 {
+            continue;
+        }
+        let address = if v6 {
+            let b: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
+            Ipv6Addr::from(b).to_string()
+        } else {
+            Ipv4Addr::new(m[8], m[9], m[10], m[11]).to_string()
+        };
+        let word = |o: usize| u32::from_ne_bytes([m[o], m[o + 1], m[o + 2], m[o + 3]]);
+        out.push(Socket {
+            proto,
+            address,
+            port,
+            uid: word(64),
+            inode: word(68) as u64,
+        });
+    }
+    Ok(out)
+}
+
 impl ListeningPorts {
-    fn sockets(&self) -> Result<Vec<Socket>, BeaconError> {
+    fn sockets(&mut self) -> Result<Vec<Socket>, BeaconError> {
+        let nl = if self.netlink {
+            match netlink::Socket::open_protocol(NETLINK_SOCK_DIAG, 0, false) {
+                Ok(nl) => Some(nl),
+                Err(e) => {
+                    tracing::warn!(
+                        "listening_ports: sock_diag unavailable ({e}); reading /proc/net"
+                    );
+                    self.netlink = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut out = Vec::new();
-        for proto in &self.protocols {
+        for (seq, proto) in self.protocols.iter().enumerate() {
+            if let Some(nl) = &nl {
+                match diag(nl, proto, seq as u32 + 1) {
+                    Ok(s) => {
+                        out.extend(s);
+                        continue;
+                    }
+                    // E.g. no udp_diag module: this protocol falls back to its /proc table.
+                    Err(e) => tracing::debug!("listening_ports: sock_diag {proto}: {e}"),
+                }
+            }
             let path = self.procfs.join("net").join(proto);
             match std::fs::read_to_string(&path) {
                 Ok(text) => out.extend(parse_table(proto, &text)),
                 // A kernel without IPv6 has no tcp6/udp6.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && proto.ends_with('6') => {}
-                Err(_) => {
-                    read_text(&path)?;
-                }
+                Err(e) => return Err(BeaconError::io(path, e)),
             }
         }
         Ok(out)

@@ -32,14 +32,19 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// A socket bound to `groups` (0 for a request-only socket).
+    /// A `NETLINK_ROUTE` socket bound to `groups` (0 for a request-only socket).
     pub fn open(groups: u32, nonblocking: bool) -> io::Result<Socket> {
+        Self::open_protocol(libc::NETLINK_ROUTE, groups, nonblocking)
+    }
+
+    /// A netlink socket of any protocol (`NETLINK_SOCK_DIAG` for socket dumps).
+    pub fn open_protocol(protocol: i32, groups: u32, nonblocking: bool) -> io::Result<Socket> {
         let mut ty = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
         // SAFETY: plain syscall with constant arguments; the result is checked below.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_ROUTE) };
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, ty, protocol) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -105,14 +110,19 @@ impl Socket {
             RTM_GETADDR => 8,
             _ => 12,
         };
-        let len = NLMSG_HDRLEN + body;
+        self.dump_with(ty, &vec![0; body], seq)
+    }
+
+    /// Send a dump request of type `ty` with `body` after the header; collect the answer.
+    pub fn dump_with(&self, ty: u16, body: &[u8], seq: u32) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        let len = NLMSG_HDRLEN + body.len();
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&(len as u32).to_ne_bytes());
         msg.extend_from_slice(&ty.to_ne_bytes());
         msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         msg.extend_from_slice(&seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.resize(len, 0);
+        msg.extend_from_slice(body);
         self.send(&msg)?;
         let mut out = Vec::new();
         let mut buf = Vec::new();
