@@ -51,6 +51,8 @@ pub struct ListeningPorts {
     procfs: PathBuf,
     /// By inode: the socket and its owner, as last seen.
     known: Option<BTreeMap<u64, (Socket, Owner)>>,
+    /// uid → user name (NSS lookups can be slow: once per uid).
+    users: HashMap<u32, Option<String>>,
 }
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
@@ -98,6 +100,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         emitatstartup: cfg.bool_opt("emitatstartup", false)?,
         procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
         known: None,
+        users: HashMap::new(),
     }))
 }
 
@@ -300,7 +303,7 @@ fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-fn event(kind: &str, s: &Socket, owner: &Owner) -> Data {
+fn event(kind: &str, s: &Socket, owner: &Owner, user: Option<String>) -> Data {
     let mut d = Data::new();
     d.insert("tag".into(), Value::from(kind));
     d.insert("proto".into(), Value::from(s.proto));
@@ -308,10 +311,7 @@ fn event(kind: &str, s: &Socket, owner: &Owner) -> Data {
     d.insert("port".into(), Value::from(s.port));
     d.insert("inode".into(), Value::from(s.inode));
     d.insert("uid".into(), Value::from(s.uid));
-    d.insert(
-        "user".into(),
-        user_name(s.uid).map_or(Value::Null, Value::from),
-    );
+    d.insert("user".into(), user.map_or(Value::Null, Value::from));
     d.insert("pid".into(), owner.pid.map_or(Value::Null, Value::from));
     d.insert(
         "process".into(),
@@ -340,7 +340,12 @@ impl Beacon for ListeningPorts {
             .collect();
         for inode in gone {
             if let Some((s, owner)) = known.remove(&inode) {
-                out.push(event("closed", &s, &owner));
+                let user = self
+                    .users
+                    .entry(s.uid)
+                    .or_insert_with(|| user_name(s.uid))
+                    .clone();
+                out.push(event("closed", &s, &owner, user));
             }
         }
         let mut owners = self.owners(&new);
@@ -354,7 +359,12 @@ impl Beacon for ListeningPorts {
                 process: None,
             });
             if !startup || self.emitatstartup {
-                out.push(event("opened", &s, &owner));
+                let user = self
+                    .users
+                    .entry(s.uid)
+                    .or_insert_with(|| user_name(s.uid))
+                    .clone();
+                out.push(event("opened", &s, &owner, user));
             }
             known.insert(s.inode, (s, owner));
         }

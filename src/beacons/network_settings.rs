@@ -200,16 +200,18 @@ fn watch(cfg: &BeaconConfig, key: &str, conf: &Node) -> Result<Watch, ConfigErro
             attrs.push((attr.clone(), onvalue));
         }
     }
-    // Salt: a key that is not an interface name is used as a regex (re.search).
-    let regex = Regex::new(key).map_err(|e| {
-        cfg.error(
-            conf,
-            format!("interfaces.{key} is neither an interface name nor a valid regex: {e}"),
-        )
-    })?;
+    // Salt: a key that is not an interface name is used as a regex (re.search). A key that is
+    // no valid regex can still name an interface exactly.
+    let regex = match Regex::new(key) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(beacon = %cfg.name, "interfaces.{key}: not a valid regex ({e}); matched as an exact interface name only");
+            None
+        }
+    };
     Ok(Watch {
         key: key.to_owned(),
-        regex: Some(regex),
+        regex,
         attrs,
     })
 }

@@ -156,7 +156,17 @@ fn service(cfg: &BeaconConfig, name: &str, conf: &Node) -> Result<Svc, ConfigErr
     let mut s = Svc {
         name: name.to_owned(),
         unit: if [
-            ".service", ".socket", ".target", ".timer", ".mount", ".path", ".scope", ".slice",
+            ".service",
+            ".socket",
+            ".target",
+            ".timer",
+            ".mount",
+            ".automount",
+            ".path",
+            ".scope",
+            ".slice",
+            ".swap",
+            ".device",
         ]
         .iter()
         .any(|sfx| name.ends_with(sfx))
