@@ -736,3 +736,93 @@ impl Beacon for Service {
         Ok(self.events(tick))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(conf: impl FnOnce(&mut Svc)) -> Service {
+        let mut s = Svc {
+            name: "nginx".into(),
+            unit: "nginx.service".into(),
+            onchangeonly: true,
+            delay: 0.0,
+            emitatstartup: true,
+            uncleanshutdown: None,
+            is_running_state: None,
+            proc_regex: unreachable_regex(),
+            path: None,
+            active: Some("active".into()),
+            last: None,
+        };
+        conf(&mut s);
+        Service {
+            services: vec![s],
+            backend: Backend::Proc,
+            live: Some(Backend::Proc),
+            bus: None,
+            dbus_address: String::new(),
+            systemctl: String::new(),
+            systemd_run_dir: PathBuf::new(),
+            procfs: PathBuf::new(),
+            tick: Duration::from_secs(1),
+            next_tick: None,
+        }
+    }
+
+    fn set(s: &mut Service, state: &str) {
+        s.services[0].active = Some(state.into());
+    }
+
+    #[test]
+    fn onchangeonly_fires_at_startup_then_on_changes_only() {
+        let mut s = service(|_| {});
+        assert_eq!(s.events(true).len(), 1);
+        assert_eq!(s.events(true).len(), 0);
+        set(&mut s, "reloading");
+        assert_eq!(s.events(true).len(), 0, "reloading is still running");
+        set(&mut s, "failed");
+        let ev = s.events(true);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0]["nginx"]["running"], false);
+        assert_eq!(s.events(true).len(), 0);
+    }
+
+    #[test]
+    fn emitatstartup_false_stays_quiet_until_a_change() {
+        let mut s = service(|c| c.emitatstartup = false);
+        assert!(s.events(true).is_empty());
+        set(&mut s, "inactive");
+        assert_eq!(s.events(true).len(), 1);
+    }
+
+    #[test]
+    fn delay_holds_the_event() {
+        let mut s = service(|c| c.delay = 30.0);
+        assert!(
+            s.events(true).is_empty(),
+            "startup event waits for the delay"
+        );
+        assert!(s.deadline().is_some());
+    }
+
+    #[test]
+    fn is_running_state_skips_without_recording_as_salt_3008() {
+        let mut s = service(|c| c.is_running_state = Some(true));
+        assert_eq!(s.events(true).len(), 1);
+        set(&mut s, "failed");
+        // Skipped, and Salt does not record the stop...
+        assert!(s.events(true).is_empty());
+        set(&mut s, "active");
+        // ...so coming back is no change either.
+        assert!(s.events(true).is_empty());
+    }
+
+    #[test]
+    fn without_onchangeonly_fires_on_ticks_only() {
+        let mut s = service(|c| c.onchangeonly = false);
+        assert_eq!(s.events(true).len(), 1);
+        assert_eq!(s.events(false).len(), 0);
+        assert_eq!(s.events(true).len(), 1);
+    }
+}
