@@ -508,3 +508,40 @@ fn listening_ports_netlink_and_proc_sources_agree() {
     assert_eq!(seen[0].len(), 4, "{:?}", seen[0]);
     assert_eq!(seen[0], seen[1]);
 }
+
+#[test]
+fn network_settings_overflow_is_reported_and_state_recovered() {
+    let ns = Netns::new();
+    let cfg = ConfigDir::new("net10", "").dropin(
+        "beacons.conf",
+        "beacons:\n  network_settings:\n    - interfaces:\n        v0:\n          mtu:\n",
+    );
+    let agent = NsAgent::start(&ns, cfg.path());
+    agent.wait_log(WATCHING);
+    // Freeze beacond, then flood its socket far past the kernel's receive buffer.
+    let pid = agent.child.id().to_string();
+    sh(&["kill", "-STOP", &pid]);
+    let batch = TempDir::new("net10-batch");
+    let mut lines = String::new();
+    for i in 0..4000 {
+        lines.push_str(&format!("link set v0 mtu {}\n", 1000 + i % 400));
+    }
+    lines.push_str("link set v0 mtu 1450\n");
+    std::fs::write(batch.join("cmds"), lines).expect("batch");
+    let st = Command::new("ip")
+        .args(["-n", &ns.name, "-batch"])
+        .arg(batch.join("cmds"))
+        .status()
+        .expect("ip -batch");
+    sh(&["kill", "-CONT", &pid]);
+    assert!(st.success());
+    // The loss is reported, not silent...
+    let ev = agent.wait_for("overflow", |e| {
+        e["tag"] == "salt/beacon/net10/network_settings/overflow"
+    });
+    assert!(ev["data"]["overflow"].is_string());
+    // ...and the state is re-read, so the final value is right.
+    agent.wait_for("final mtu", |e| {
+        change(e, "v0", "mtu").is_some_and(|v| v == 1450)
+    });
+}
