@@ -72,7 +72,9 @@ pub fn from_top(top: &[(String, Node)], config_dir: &Path) -> MinionOpts {
         })
         .unwrap_or(DEFAULT_MASTER_PORT);
     let mut settings = Map::new();
-    for (k, v) in top {
+    // `beacons` is read separately; keeping it out means a reload that only changes beacons
+    // leaves the minion options equal.
+    for (k, v) in top.iter().filter(|(k, _)| k != "beacons") {
         settings.insert(k.clone(), v.to_json());
     }
     MinionOpts {
