@@ -194,6 +194,7 @@ fn reload(source: &Source, sched: &mut Scheduler) {
     );
 }
 
+/// The normal mode: beacons → bounded queue → the Salt transport.
 async fn send_to_master(
     source: &Source,
     planned: Vec<scheduler::Planned>,
@@ -201,12 +202,38 @@ async fn send_to_master(
     tx: mpsc::Sender<crate::event::Event>,
     rx: mpsc::Receiver<crate::event::Event>,
 ) -> ExitCode {
-    let _ = (source, planned, ctx, tx, rx);
-    eprintln!(
-        "beacond: sending to a salt-master is not available in this build; use --stdout or --once"
-    );
-    ExitCode::FAILURE
+    use crate::transport::salt::{forward_with, Masters, MemQueue};
+    // Keys and master settings are checked before any beacon starts: a minion that cannot
+    // talk to its master must say so at once, not run blind.
+    let masters = match Masters::new(&ctx.minion) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("beacond: cannot start the Salt transport: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sender = tokio::spawn(forward_with(
+        masters,
+        rx,
+        MemQueue::new(crate::transport::salt::forward::MEM_QUEUE_MAX),
+    ));
+    run_beacons(source, planned, ctx, tx).await;
+    // The beacons are stopped and the queue closed: give the sender a short while to flush.
+    match tokio::time::timeout(SHUTDOWN_FLUSH, sender).await {
+        Ok(Ok(left)) if !crate::transport::salt::Backlog::is_empty(&left) => {
+            tracing::warn!(
+                undelivered = crate::transport::salt::Backlog::len(&left),
+                "stopped with undelivered events"
+            );
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!("stopped before every event was delivered"),
+    }
+    ExitCode::SUCCESS
 }
+
+/// How long SIGTERM waits for queued events to reach the master.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
