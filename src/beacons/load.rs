@@ -90,16 +90,13 @@ fn file_loadavg(file: &std::path::Path) -> Result<[f64; 3], BeaconError> {
     let mut avgs = [0.0f64; 3];
     let mut fields = text.split_whitespace();
     for slot in &mut avgs {
-        *slot = fields
-            .next()
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| {
-                BeaconError::Message(format!(
-                    "{}: unexpected content {:?}",
-                    file.display(),
-                    text.trim()
-                ))
-            })?;
+        *slot = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
+            BeaconError::Message(format!(
+                "{}: unexpected content {:?}",
+                file.display(),
+                text.trim()
+            ))
+        })?;
     }
     Ok(avgs)
 }

@@ -80,12 +80,16 @@ impl MasterLink {
 
     fn backing_off(&self) -> Option<TransportError> {
         match self.retry_at {
-            Some(t) if Instant::now() < t => Some(self.last_error.clone().unwrap_or_else(|| {
-                TransportError::Unreachable {
-                    master: self.name.clone(),
-                    reason: "backing off".into(),
-                }
-            })),
+            Some(t) if Instant::now() < t => {
+                Some(
+                    self.last_error
+                        .clone()
+                        .unwrap_or_else(|| TransportError::Unreachable {
+                            master: self.name.clone(),
+                            reason: "backing off".into(),
+                        }),
+                )
+            }
             _ => None,
         }
     }
@@ -166,8 +170,7 @@ impl MasterLink {
             let reply = self
                 .request(&wire::pack(&envelope), deadline, settings.request_timeout)
                 .await?;
-            let outer =
-                wire::unpack(&reply).map_err(|e| self.proto(format!("reply: {e}")))?;
+            let outer = wire::unpack(&reply).map_err(|e| self.proto(format!("reply: {e}")))?;
             let complaint = match &outer {
                 Value::Binary(b) => match crypticle.loads(b, Some(&nonce)) {
                     Ok(Value::Nil) => return Ok(()),
@@ -374,7 +377,8 @@ impl MasterLink {
             self.accept_wait = settings.acceptance_wait;
         }
         let changed = state != self.state
-            || self.last_error.as_ref().map(std::mem::discriminant) != Some(std::mem::discriminant(e));
+            || self.last_error.as_ref().map(std::mem::discriminant)
+                != Some(std::mem::discriminant(e));
         if changed {
             match state {
                 LinkState::Pending => warn!(
@@ -384,7 +388,9 @@ impl MasterLink {
                     match e { TransportError::Pending { id, .. } => id.as_str(), _ => "" },
                     wait.as_secs_f64()
                 ),
-                LinkState::Down => warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name),
+                LinkState::Down => {
+                    warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name)
+                }
                 _ => error!(master = %self.name, error = %e, "{e}"),
             }
         }
