@@ -112,20 +112,11 @@ impl Drop for FakeSystemd {
     }
 }
 
-/// `beacond --check` (its stdout is a summary, not events).
+/// `beacond --check`, stdout and stderr together.
 fn check(dir: &std::path::Path) -> Output {
-    let out = Command::new(bin())
-        .arg("-c")
-        .arg(dir)
-        .arg("--check")
-        .output()
-        .expect("beacond --check");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        events: Vec::new(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout),
-    }
+    let mut out = run(dir, &["--check"]);
+    out.stderr.push_str(&out.stdout);
+    out
 }
 
 fn is(ev: &Value, service: &str, running: bool) -> bool {
