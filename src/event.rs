@@ -25,7 +25,8 @@ impl Event {
                 other => tag.push_str(&other.to_string()),
             }
         }
-        data.entry("id").or_insert_with(|| Value::String(minion_id.to_owned()));
+        data.entry("id")
+            .or_insert_with(|| Value::String(minion_id.to_owned()));
         data.insert("_stamp".into(), Value::String(stamp_now()));
         Event {
             tag,
@@ -92,7 +93,10 @@ mod tests {
     #[test]
     fn stamp_matches_python_isoformat() {
         // python3 -c 'import datetime;print(datetime.datetime.utcfromtimestamp(1603885767.177666).isoformat())'
-        assert_eq!(format_stamp(1_603_885_767, 177_666), "2020-10-28T11:49:27.177666");
+        assert_eq!(
+            format_stamp(1_603_885_767, 177_666),
+            "2020-10-28T11:49:27.177666"
+        );
         assert_eq!(format_stamp(951_782_400, 0), "2000-02-29T00:00:00");
         assert_eq!(format_stamp(0, 5), "1970-01-01T00:00:00.000005");
     }
@@ -100,7 +104,11 @@ mod tests {
     #[test]
     fn tag_and_id_follow_salt() {
         let data = json!({"tag": "mode", "mode": "Permissive"});
-        let ev = Event::from_beacon("web1", "selinux", data.as_object().cloned().unwrap_or_default());
+        let ev = Event::from_beacon(
+            "web1",
+            "selinux",
+            data.as_object().cloned().unwrap_or_default(),
+        );
         assert_eq!(ev.tag, "salt/beacon/web1/selinux/mode");
         assert_eq!(ev.data["id"], "web1");
         assert!(ev.data.contains_key("_stamp"));
