@@ -1,4 +1,10 @@
 //! beacond: Salt's beacons as one small agent.
+pub mod agent;
+pub mod beacons;
+pub mod cli;
 pub mod config;
 pub mod event;
+pub mod output;
+pub mod scheduler;
+pub mod state_run;
 pub mod transport;

@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    beacond::agent::main(beacond::cli::Cli::parse())
+}

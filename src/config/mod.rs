@@ -1,2 +1,282 @@
 //! Salt YAML → typed beacon configs, with precise errors.
+//!
+//! Files are merged the way salt-minion merges them: every `minion.d/*.conf` (in sorted order) is
+//! deep-merged into the ones before it (maps recursively, lists concatenated without duplicates),
+//! and the result then replaces the top-level keys of `minion`.
+
+pub mod beacon;
 pub mod minion;
+pub mod yaml;
+
+pub use beacon::{BeaconConfig, ConfigError};
+pub use minion::MinionOpts;
+
+use std::path::{Path, PathBuf};
+use yaml::{Node, Pos, Yaml};
+
+/// Everything read from a config directory, valid or not.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub minion: MinionOpts,
+    /// Beacons whose generic keys parsed; the beacon's own options are checked when it is built.
+    pub beacons: Vec<BeaconConfig>,
+    /// `beacons: {enabled: False}` turns every beacon off.
+    pub all_enabled: bool,
+    /// Problems found; the beacons they concern are not in `beacons`.
+    pub errors: Vec<ConfigError>,
+    /// The files that were read, for the log.
+    pub files: Vec<PathBuf>,
+    /// True when no config file existed and the built-in default set is used.
+    pub builtin: bool,
+}
+
+/// The built-in beacons used when the machine has no minion config at all: report current load,
+/// memory, swap and root-disk usage every 10 s, so a first run shows real events.
+pub const BUILTIN_CONFIG: &str = "\
+beacons:
+  load:
+    - averages:
+        1m: [0.0, 0.0]
+        5m: [0.0, 0.0]
+        15m: [0.0, 0.0]
+    - interval: 10
+  memusage:
+    - percent: 0%
+    - interval: 10
+  swapusage:
+    - percent: 0%
+    - interval: 10
+  diskusage:
+    - '^/$': 0%
+    - interval: 10
+";
+
+/// Read `dir/minion` and `dir/minion.d/*.conf`. With `allow_builtin`, a directory holding neither
+/// gives the built-in default set.
+pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    let main_file = dir.join("minion");
+    let mut top: Vec<(String, Node)> = Vec::new();
+    if main_file.is_file() {
+        files.push(main_file.clone());
+        if let Some(map) = read_map(&main_file, &mut errors) {
+            top = map;
+        }
+    }
+    let mut includes: Vec<PathBuf> = match std::fs::read_dir(dir.join("minion.d")) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "conf") && p.is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    includes.sort();
+    let mut merged: Vec<(String, Node)> = Vec::new();
+    for file in &includes {
+        files.push(file.clone());
+        if let Some(map) = read_map(file, &mut errors) {
+            deep_merge(&mut merged, map);
+        }
+    }
+    // `overrides.update(include_config(...))`: a shallow update.
+    for (k, v) in merged {
+        match top.iter_mut().find(|(t, _)| *t == k) {
+            Some(slot) => slot.1 = v,
+            None => top.push((k, v)),
+        }
+    }
+    let builtin = allow_builtin && files.is_empty();
+    if builtin {
+        if let Ok(Some(node)) = yaml::parse("<built-in>", BUILTIN_CONFIG) {
+            if let Yaml::Map(m) = node.value {
+                top = m;
+            }
+        }
+    }
+    let config_dir = dir.to_path_buf();
+    let minion = minion::from_top(&top, &config_dir);
+    let (beacons, all_enabled) = beacons_from_top(&top, &mut errors);
+    Loaded {
+        minion,
+        beacons,
+        all_enabled,
+        errors,
+        files,
+        builtin,
+    }
+}
+
+/// Load a file that must hold a map (or nothing).
+fn read_map(file: &Path, errors: &mut Vec<ConfigError>) -> Option<Vec<(String, Node)>> {
+    let name = file.display().to_string();
+    let text = match std::fs::read(file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    Some(Pos {
+                        file: name.into(),
+                        line: 1,
+                        col: 1,
+                    }),
+                    "file is not valid UTF-8",
+                ));
+                return None;
+            }
+        },
+        Err(e) => {
+            errors.push(ConfigError::new(None, format!("{name}: cannot read: {e}")));
+            return None;
+        }
+    };
+    match yaml::parse(&name, &text) {
+        Ok(None) => Some(Vec::new()),
+        Ok(Some(node)) => match node.value {
+            Yaml::Map(m) => Some(m),
+            _ => {
+                errors.push(ConfigError::new(
+                    Some(node.pos.clone()),
+                    format!(
+                        "a minion config file must hold a map of settings, found {}",
+                        node.kind()
+                    ),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(ConfigError::new(Some(e.pos), e.message));
+            None
+        }
+    }
+}
+
+/// `salt.utils.dictupdate.update(dest, upd, recursive_update=True, merge_lists=True)`.
+fn deep_merge(dest: &mut Vec<(String, Node)>, upd: Vec<(String, Node)>) {
+    for (k, v) in upd {
+        let Some(slot) = dest.iter_mut().find(|(d, _)| *d == k) else {
+            dest.push((k, v));
+            continue;
+        };
+        match (&mut slot.1.value, v.value) {
+            (Yaml::Map(d), Yaml::Map(u)) => deep_merge(d, u),
+            (Yaml::Seq(d), Yaml::Seq(u)) => {
+                for item in u {
+                    if !d.contains(&item) {
+                        d.push(item);
+                    }
+                }
+            }
+            (_, value) => {
+                slot.1 = Node {
+                    value,
+                    pos: v.pos,
+                    key_pos: v.key_pos,
+                };
+            }
+        }
+    }
+}
+
+fn beacons_from_top(
+    top: &[(String, Node)],
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<BeaconConfig>, bool) {
+    let Some((_, node)) = top.iter().find(|(k, _)| k == "beacons") else {
+        return (Vec::new(), true);
+    };
+    let entries = match &node.value {
+        Yaml::Map(m) => m,
+        Yaml::Null => return (Vec::new(), true),
+        _ => {
+            errors.push(ConfigError::new(
+                Some(node.pos.clone()),
+                format!(
+                    "beacons must be a map of beacon name to its configuration, found {}",
+                    node.kind()
+                ),
+            ));
+            return (Vec::new(), true);
+        }
+    };
+    let mut all_enabled = true;
+    let mut beacons = Vec::new();
+    for (name, value) in entries {
+        if name == "enabled" {
+            match value.value {
+                Yaml::Bool(b) => all_enabled = b,
+                _ => errors.push(ConfigError::new(
+                    Some(value.pos.clone()),
+                    format!(
+                        "beacons: enabled must be True or False, found {}",
+                        value.kind()
+                    ),
+                )),
+            }
+            continue;
+        }
+        let key_pos = value.key_pos.clone().unwrap_or_else(|| value.pos.clone());
+        match BeaconConfig::parse(name, key_pos, value) {
+            Ok(cfg) => beacons.push(cfg),
+            Err(e) => errors.push(e),
+        }
+    }
+    (beacons, all_enabled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn dir_with(files: &[(&str, &str)]) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "beacond-cfg-{}-{}",
+            std::process::id(),
+            files.len() * 1000 + files.first().map(|f| f.1.len()).unwrap_or(0)
+        ));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("minion.d")).expect("mkdir");
+        for (name, text) in files {
+            fs::write(d.join(name), text).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn minion_d_merges_like_salt() {
+        let d = dir_with(&[
+            ("minion", "id: m1\nbeacons:\n  load: []\n"),
+            (
+                "minion.d/a.conf",
+                "beacons:\n  memusage:\n    - percent: 10%\n",
+            ),
+            (
+                "minion.d/b.conf",
+                "beacons:\n  memusage:\n    - percent: 20%\n  swapusage: [{percent: 1}]\n",
+            ),
+        ]);
+        let l = load_dir(&d, false);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert_eq!(l.minion.id, "m1");
+        let names: Vec<_> = l.beacons.iter().map(|b| b.name.as_str()).collect();
+        // minion.d replaces the main file's `beacons:` wholesale, as in Salt.
+        assert_eq!(names, ["memusage", "swapusage"]);
+        let pct = l.beacons[0].opt("percent").and_then(|n| n.as_str());
+        assert_eq!(pct, Some("20%"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn builtin_only_without_any_file() {
+        let d = std::env::temp_dir().join(format!("beacond-empty-{}", std::process::id()));
+        let _ = fs::create_dir_all(&d);
+        let l = load_dir(&d, true);
+        assert!(l.builtin);
+        assert_eq!(l.beacons.len(), 4);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let l = load_dir(&d, false);
+        assert!(!l.builtin && l.beacons.is_empty());
+    }
+}

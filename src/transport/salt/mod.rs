@@ -14,7 +14,7 @@
 pub mod auth;
 pub mod channel;
 pub mod crypto;
-mod forward;
+pub mod forward;
 pub mod wire;
 pub mod zmtp;
 
