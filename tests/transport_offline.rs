@@ -4,6 +4,9 @@
 //!
 //! One test per binary section that counts fds: they run in their own process (this file),
 //! serialised by a mutex so parallel test threads do not disturb the counts.
+// Each #[tokio::test] runs its own current-thread runtime on its own test thread, so a
+// std Mutex held across `.await` only serialises whole tests, which is the point.
+#![allow(clippy::await_holding_lock)]
 
 use beacond::config::minion::MinionOpts;
 use beacond::event::Event;
