@@ -328,6 +328,14 @@ pub fn handle_sign_in_reply(
     };
     if let Some(k) = verifier {
         if !k.verify(settings.sig_algo, signed, sig) {
+            if new_master_pub.is_none() && cached.is_some() {
+                // Not signed by the key we cached: another master (or someone in between)
+                // answers on this address.
+                return Err(TransportError::MasterKeyChanged {
+                    master: master.to_owned(),
+                    path: ident.master_pub_path(),
+                });
+            }
             return Err(TransportError::BadSignature {
                 master: master.to_owned(),
                 what: "auth reply".into(),
