@@ -222,6 +222,15 @@ fn series_suite(series: &str) {
     drop((pinned, wrong));
 
     phase("finger checked");
+
+    // The master forgets our key (salt-key -d): it answers "bad load", we re-authenticate
+    // (auto_accept takes the key again) and the same delivery goes through.
+    master.delete_key(&id);
+    let again = event(&id, "probe", "reauth", json!({"k": 1}));
+    rt.block_on(masters.deliver(std::slice::from_ref(&again)))
+        .expect("deliver after re-auth");
+    expect_event(&bus, &again);
+    assert!(master.keys_in("minions").contains(&id));
     // The sender task rides out a master restart: events sent while it is down arrive once
     // it is back, without restarting anything on our side.
     let (tx, sender) = spawn_sender(masters);
