@@ -9,10 +9,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub mod btmp;
 pub mod diskusage;
 pub mod load;
 pub mod memusage;
+pub mod notify;
 pub mod swapusage;
+pub mod utmp;
+pub mod wtmp;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
 pub type Data = Map<String, Value>;
@@ -95,10 +99,12 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
+    ("btmp", btmp::build),
     ("diskusage", diskusage::build),
     ("load", load::build),
     ("memusage", memusage::build),
     ("swapusage", swapusage::build),
+    ("wtmp", wtmp::build),
 ];
 
 /// Build (and so validate) a configured beacon.
