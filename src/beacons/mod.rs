@@ -14,6 +14,8 @@ pub mod diskusage;
 pub mod load;
 pub mod memusage;
 pub mod notify;
+pub mod proc_connector;
+pub mod sh;
 pub mod swapusage;
 pub mod utmp;
 pub mod wtmp;
@@ -103,6 +105,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
     ("load", load::build),
     ("memusage", memusage::build),
+    ("sh", sh::build),
     ("swapusage", swapusage::build),
     ("wtmp", wtmp::build),
 ];
