@@ -15,6 +15,7 @@ pub mod load;
 pub mod memusage;
 pub mod notify;
 pub mod proc_connector;
+pub mod selinux;
 pub mod sh;
 pub mod swapusage;
 pub mod utmp;
@@ -105,6 +106,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
     ("load", load::build),
     ("memusage", memusage::build),
+    ("selinux", selinux::build),
     ("sh", sh::build),
     ("swapusage", swapusage::build),
     ("wtmp", wtmp::build),
