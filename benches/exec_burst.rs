@@ -25,6 +25,7 @@ fn env_usize(k: &str, d: usize) -> usize {
 struct Seen {
     ppid: i64,
     argv0: Option<String>,
+    overrun: bool,
 }
 
 /// Run the burst; returns (wall time, worker pids).
@@ -102,6 +103,7 @@ fn start_agent(dir: &std::path::Path) -> Agent {
             let seen = Seen {
                 ppid: d["ppid"].as_i64().unwrap_or(-1),
                 argv0: d["args"][0].as_str().map(String::from),
+                overrun: v["tag"].as_str().is_some_and(|t| t.ends_with("/overrun")),
             };
             if tx.send(seen).is_err() {
                 break;
@@ -178,6 +180,7 @@ fn main() {
         let (mut reported, mut with_argv, mut long_argv, mut cpu) = (0usize, 0usize, 0usize, 0.0);
         let mut wall_on = Duration::ZERO;
         let mut rss = 0;
+        let mut overruns = 0;
         for _ in 0..rounds {
             // Off: the same burst with no beacond at all.
             let (off, _) = burst(execs, workers, mixed);
@@ -185,14 +188,21 @@ fn main() {
             let (pid, rx) = (agent.pid, &agent.rx);
             let c0 = cpu_ticks(pid);
             let (on, pids) = burst(execs, workers, mixed);
-            // Drain: until every expected event arrived or 5 s of silence.
+            // Drain: until every expected event arrived, 5 s without one of ours, or 60 s.
             let mut r = 0;
             let (mut a, mut l) = (0, 0);
             let mut last = Instant::now();
-            while r < expected && last.elapsed() < Duration::from_secs(5) {
+            let hard = Instant::now() + Duration::from_secs(60);
+            while r < expected
+                && last.elapsed() < Duration::from_secs(5)
+                && Instant::now() < hard
+            {
                 if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
-                    last = Instant::now();
+                    if s.overrun {
+                        overruns += 1;
+                    }
                     if pids.contains(&s.ppid) {
+                        last = Instant::now();
                         r += 1;
                         if s.argv0.is_some() {
                             a += 1;
@@ -202,6 +212,9 @@ fn main() {
                         }
                     }
                 }
+            }
+            if r < expected {
+                eprintln!("round: {r} of {expected} execs reported");
             }
             let c1 = cpu_ticks(pid);
             rss = rss.max(hwm_kib(pid));
@@ -233,7 +246,7 @@ fn main() {
             median(slow.clone()),
             slow.iter().map(|s| format!("{s:+.1}%")).collect::<Vec<_>>().join(" ")
         );
-        println!("{line}; beacond peak RSS {rss} KiB");
+        println!("{line}; overrun events {overruns}; beacond peak RSS {rss} KiB");
         report.push(line);
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -857,6 +857,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
     fn layout_matches_glibc() {
         assert_eq!(RECORD_SIZE, 384);
         assert_eq!(OFF_PID, 4);
