@@ -193,10 +193,7 @@ fn main() {
             let (mut a, mut l) = (0, 0);
             let mut last = Instant::now();
             let hard = Instant::now() + Duration::from_secs(60);
-            while r < expected
-                && last.elapsed() < Duration::from_secs(5)
-                && Instant::now() < hard
-            {
+            while r < expected && last.elapsed() < Duration::from_secs(5) && Instant::now() < hard {
                 if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
                     if s.overrun {
                         overruns += 1;

@@ -391,3 +391,22 @@ fn bad_options_are_precise_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn auto_falls_back_to_proc_scan_in_a_new_network_namespace() {
+    // The proc connector exists only in the initial network namespace: a real `unshare -n`
+    // (util-linux) makes it unavailable, and `source: auto` must say so and scan /proc instead.
+    let cfg = ConfigDir::new("sh7", "beacons:\n  sh:\n    - scope: all\n");
+    let out = Command::new("unshare")
+        .arg("-n")
+        .arg(bin())
+        .arg("-c")
+        .arg(cfg.path())
+        .arg("--once")
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("proc connector unavailable"), "{err}");
+    assert!(err.contains("proc_scan mode"), "{err}");
+}
