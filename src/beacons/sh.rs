@@ -270,6 +270,28 @@ struct Info {
     start: Option<u64>,
 }
 
+/// argv from `/proc/<pid>/cmdline`; empty when the process is gone (or a zombie).
+fn read_args(dir: &Path) -> Vec<String> {
+    let Ok(raw) = std::fs::read(dir.join("cmdline")) else {
+        return Vec::new();
+    };
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// What is read first for every exec of a batch, before the rest (see `drain_connector`).
+#[derive(Debug, Default, Clone)]
+struct Early {
+    args: Vec<String>,
+    /// The owner of `/proc/<pid>`: the effective uid.
+    euid: Option<u32>,
+}
+
 /// `tty_nr` (major/minor as the kernel encodes it) as a name like `pts/3` or `tty1`.
 fn tty_name(nr: u64) -> Option<String> {
     if nr == 0 {
@@ -289,16 +311,10 @@ fn tty_name(nr: u64) -> Option<String> {
 impl Sh {
     fn read_info(&self, pid: i32) -> Info {
         let dir = self.procfs.join(pid.to_string());
-        let mut info = Info::default();
-        if let Ok(raw) = std::fs::read(dir.join("cmdline")) {
-            let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
-            if !raw.is_empty() {
-                info.args = raw
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-            }
-        }
+        let mut info = Info {
+            args: read_args(&dir),
+            ..Info::default()
+        };
         if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
             if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
                 info.comm = Some(stat[open + 1..close].to_owned());
@@ -368,8 +384,23 @@ impl Sh {
     }
 
     /// Turn one exec into an event (or nothing, when out of scope or filtered).
-    fn on_exec(&mut self, pid: i32, source: &str, recovered: bool) -> Option<Data> {
-        let info = self.read_info(pid);
+    fn on_exec(
+        &mut self,
+        pid: i32,
+        source: &str,
+        recovered: bool,
+        early: Option<Early>,
+    ) -> Option<Data> {
+        let mut info = self.read_info(pid);
+        if let Some(early) = early {
+            if info.args.is_empty() {
+                info.args = early.args;
+            }
+            if info.uid.is_none() {
+                info.uid = early.euid;
+                info.euid = early.euid;
+            }
+        }
         let known = self.table.get(&pid).cloned();
         let ppid = info.ppid.or(known.as_ref().map(|p| p.ppid));
         let shell_pid = self.shell_of(pid, ppid);
@@ -491,7 +522,7 @@ impl Sh {
             .collect();
         new.sort();
         for (pid, _) in new {
-            if let Some(d) = self.on_exec(pid, source, recovered) {
+            if let Some(d) = self.on_exec(pid, source, recovered, None) {
                 out.push(d);
             }
         }
@@ -503,12 +534,11 @@ impl Sh {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let mut overrun = false;
-        // Bounded per evaluation so one burst cannot starve the other beacons' output.
+        // Take what is queued (bounded, so one burst cannot starve the other beacons' output).
         for _ in 0..4096 {
             let Some(Mode::Connector(pc)) = &self.mode else {
                 break;
             };
-            events.clear();
             match pc.recv(&mut self.buf, &mut events) {
                 Ok(None) => {
                     self.pending = false;
@@ -518,30 +548,51 @@ impl Sh {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     overrun = true;
                     self.overruns += 1;
-                    continue;
                 }
                 Err(e) => return Err(BeaconError::Message(format!("proc connector: {e}"))),
             }
-            for ev in events.drain(..) {
-                match ev {
-                    ProcEvent::Fork { parent, child } => {
-                        // A forked copy is where the shell runs a command: its nearest shell is
-                        // the parent, so the copy itself does not count as one.
-                        self.table.insert(
-                            child,
-                            Proc {
-                                ppid: parent,
-                                shell: false,
-                                start: 0,
-                            },
-                        );
-                    }
-                    ProcEvent::Exec { pid } => {
-                        out.extend(self.on_exec(pid, "proc_connector", false));
-                    }
-                    ProcEvent::Exit { pid } => {
-                        self.table.remove(&pid);
-                    }
+        }
+        // When behind (a burst), the processes at the end of the queue may be about to exit:
+        // read every exec's argv (and owner) first, the rest of /proc after.
+        let mut early: HashMap<i32, Early> = HashMap::new();
+        if events.len() > 1 {
+            for ev in &events {
+                if let ProcEvent::Exec { pid } = ev {
+                    let dir = self.procfs.join(pid.to_string());
+                    let euid = std::fs::metadata(&dir).ok().map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        m.uid()
+                    });
+                    early.insert(
+                        *pid,
+                        Early {
+                            args: read_args(&dir),
+                            euid,
+                        },
+                    );
+                }
+            }
+        }
+        for ev in events {
+            match ev {
+                ProcEvent::Fork { parent, child } => {
+                    // A forked copy is where the shell runs a command: its nearest shell is the
+                    // parent, so the copy itself does not count as one.
+                    self.table.insert(
+                        child,
+                        Proc {
+                            ppid: parent,
+                            shell: false,
+                            start: 0,
+                        },
+                    );
+                }
+                ProcEvent::Exec { pid } => {
+                    let e = early.remove(&pid);
+                    out.extend(self.on_exec(pid, "proc_connector", false, e));
+                }
+                ProcEvent::Exit { pid } => {
+                    self.table.remove(&pid);
                 }
             }
         }
