@@ -410,3 +410,23 @@ fn auto_falls_back_to_proc_scan_in_a_new_network_namespace() {
     assert!(err.contains("proc connector unavailable"), "{err}");
     assert!(err.contains("proc_scan mode"), "{err}");
 }
+
+#[test]
+fn receive_buffer_overrun_is_reported_not_silent() {
+    // A small receive buffer and a frozen beacond: the kernel drops messages (ENOBUFS), and
+    // beacond must say so with an `overrun` event when it resumes.
+    let (_cfg, agent) = agent("sh8", "    - scope: all\n    - rcvbuf: 65536\n");
+    agent.signal(libc::SIGSTOP);
+    wait_stopped(agent.pid());
+    run_ok(
+        Command::new("/bin/bash")
+            .arg("-c")
+            .arg("for ((i=0;i<1500;i++)); do /bin/true; done"),
+    );
+    agent.signal(libc::SIGCONT);
+    let ev = agent.wait_for(WAIT, "an overrun event", |e| {
+        e["tag"] == "salt/beacon/sh8/sh/overrun"
+    });
+    assert!(ev["data"]["overruns"].as_u64().unwrap_or(0) >= 1, "{ev}");
+    assert_eq!(ev["data"]["source"], "proc_connector");
+}
