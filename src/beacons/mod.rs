@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub mod diskusage;
+pub mod inotify;
 pub mod load;
 pub mod memusage;
 pub mod swapusage;
@@ -96,6 +97,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
+    ("inotify", inotify::build),
     ("load", load::build),
     ("memusage", memusage::build),
     ("swapusage", swapusage::build),
