@@ -98,6 +98,7 @@ impl Beacon for InotifyBeacon {
             more: false,
             retry_at: None,
             out: Vec::new(),
+            rescanning: false,
         };
         for r in 0..engine.spec.roots.len() {
             engine.resolve_root(r, false);
@@ -329,6 +330,8 @@ struct Engine {
     more: bool,
     retry_at: Option<Instant>,
     out: Vec<Data>,
+    /// Re-scanning after an overflow.
+    rescanning: bool,
 }
 
 fn lossy(p: &Path) -> String {
@@ -341,7 +344,7 @@ impl Engine {
         match role {
             Role::Dir(r) => {
                 let s = &self.spec.roots[*r];
-                let mut m = s.mask & EVENT_BITS;
+                let mut m = s.mask & USER_BITS;
                 if s.auto_add {
                     m |= IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO;
                 }
@@ -355,7 +358,7 @@ impl Engine {
             }
             Role::File(r) => {
                 let s = &self.spec.roots[*r];
-                let mut m = s.mask & EVENT_BITS;
+                let mut m = s.mask & USER_BITS;
                 if s.excl_unlink {
                     m |= IN_EXCL_UNLINK;
                 }
@@ -434,10 +437,11 @@ impl Engine {
     }
 
     /// Remove the roles `pred` selects; watches left without a role are removed.
-    fn drop_roles(&mut self, pred: impl Fn(&Role) -> bool) {
+    fn drop_roles(&mut self, pred: impl Fn(&Path, &Role) -> bool) {
         let mut gone = Vec::new();
         for (id, w) in &mut self.watches {
-            w.roles.retain(|r| !pred(r));
+            let path = w.path.clone();
+            w.roles.retain(|r| !pred(&path, r));
             if w.roles.is_empty() {
                 gone.push(*id);
             }
@@ -508,8 +512,10 @@ impl Engine {
     /// Watch root `r` as it is now: its anchor, and the file or the directory tree.
     fn resolve_root(&mut self, r: usize, appeared: bool) {
         let path = self.spec.roots[r].path.clone();
-        self.drop_roles(|role| matches!(role, Role::Anchor(x, _) if *x == r));
-        // The anchor: the nearest existing ancestor, watching for the next component.
+        // The anchor: the nearest existing ancestor, watching for the next component. The new
+        // one is added before the old is dropped, so an unchanged anchor keeps its watch (and the
+        // events already queued for it).
+        let mut keep: Option<(PathBuf, Role)> = None;
         if let Some(parent) = path.parent() {
             let mut anchor = parent.to_path_buf();
             while !anchor.is_dir() {
@@ -521,16 +527,28 @@ impl Engine {
             let rest = path.strip_prefix(&anchor).ok();
             let next = rest.and_then(|p| p.components().next());
             if let Some(next) = next {
-                let name = next.as_os_str().to_os_string();
-                if let Err(e) = self.add_role(&anchor, Role::Anchor(r, name)) {
-                    self.watch_failed(r, &anchor, e);
+                let role = Role::Anchor(r, next.as_os_str().to_os_string());
+                match self.add_role(&anchor, role.clone()) {
+                    Ok(_) => keep = Some((anchor, role)),
+                    Err(e) => self.watch_failed(r, &anchor, e),
                 }
             }
         }
+        self.drop_roles(|wpath, role| {
+            matches!(role, Role::Anchor(x, _) if *x == r)
+                && keep
+                    .as_ref()
+                    .is_none_or(|(p, k)| p.as_path() != wpath || k != role)
+        });
         let spec = self.spec.roots[r].clone();
         let kind = match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => {
-                self.add_tree(r, &path, appeared && spec.auto_add);
+                self.add_tree(
+                    r,
+                    &path,
+                    appeared && spec.auto_add,
+                    self.rescanning && spec.auto_add,
+                );
                 if self.by_path.contains_key(&path) {
                     Kind::Dir
                 } else {
@@ -558,9 +576,9 @@ impl Engine {
 
     /// Watch a directory (and, recursively, what is below it). With `synth`, everything found is
     /// new: reported as created (pyinotify's `mkdir -p` trick) and watched.
-    fn add_tree(&mut self, r: usize, dir: &Path, synth: bool) {
+    fn add_tree(&mut self, r: usize, dir: &Path, synth: bool, all: bool) {
         let spec = self.spec.roots[r].clone();
-        let descend = spec.recurse || synth;
+        let descend = spec.recurse || synth || all;
         let evidence = spec.diff || spec.checksum.is_some();
         let mut queue = VecDeque::from([dir.to_path_buf()]);
         while let Some(d) = queue.pop_front() {
@@ -736,8 +754,8 @@ impl Engine {
                 Role::Dir(r) => self.on_dir(*r, wd, &wpath, &epath, mask, cookie, &real),
                 Role::File(r) => {
                     let report = self.spec.roots[*r].report_mask();
-                    if mask & report != 0 {
-                        self.emit(*r, &wpath, &wpath, mask, real.clone());
+                    if mask & report != 0 && real.is_some() {
+                        self.report(*r, wd, &wpath, &wpath, mask, real.clone());
                     }
                 }
                 Role::Anchor(r, want) => {
@@ -797,11 +815,8 @@ impl Engine {
         if mask & report != 0 && real.is_some() {
             if excluded {
                 tracing::debug!("excluding {es} from event for {}", spec.path.display());
-            } else if !self.muted.contains_key(&wd) {
-                self.emit(r, wpath, epath, mask, real.clone());
-                if self.spec.roots[r].oneshot {
-                    self.muted.insert(wd, Instant::now() + self.interval);
-                }
+            } else {
+                self.report(r, wd, wpath, epath, mask, real.clone());
             }
         }
         if real.as_ref().is_some_and(|(_, _, n)| n.is_none()) || mask & IN_ISDIR == 0 {
@@ -809,7 +824,7 @@ impl Engine {
         }
         // A directory came or went under a watched one.
         if mask & IN_CREATE != 0 && auto_add && !excluded && real.is_some() {
-            self.add_tree(r, epath, true);
+            self.add_tree(r, epath, true, false);
         }
         if mask & IN_MOVED_FROM != 0 && !self.pending_moves.iter().any(|(c, _)| *c == cookie) {
             self.pending_moves.push((cookie, epath.to_path_buf()));
@@ -819,7 +834,8 @@ impl Engine {
                 let (_, src) = self.pending_moves.remove(i);
                 self.rename_subtree(&src, epath);
             } else if auto_add && !excluded && !self.by_path.contains_key(epath) {
-                self.add_tree(r, epath, false);
+                // pyinotify: a directory moved in from elsewhere is watched recursively.
+                self.add_tree(r, epath, false, true);
             }
         }
     }
@@ -879,6 +895,26 @@ impl Engine {
                     );
                 }
             }
+        }
+    }
+
+    /// A kernel event for a watch, honouring `oneshot`: once a watch fired, it is quiet until
+    /// the next interval (Salt's loop re-adds a oneshot watch the kernel removed).
+    fn report(
+        &mut self,
+        r: usize,
+        wd: i32,
+        tag: &Path,
+        path: &Path,
+        mask: u32,
+        real: Option<(i32, u32, Option<OsString>)>,
+    ) {
+        if self.muted.contains_key(&wd) {
+            return;
+        }
+        self.emit(r, tag, path, mask, real);
+        if self.spec.roots[r].oneshot {
+            self.muted.insert(wd, Instant::now() + self.interval);
         }
     }
 
@@ -984,10 +1020,13 @@ impl Engine {
         self.pending_moves.clear();
         self.retire.clear();
         self.synth.clear();
+        // Directories created meanwhile would have been auto-added: watch whole trees.
+        self.rescanning = true;
         for r in 0..self.roots.len() {
             self.roots[r].kind = Kind::Missing;
             self.resolve_root(r, false);
         }
+        self.rescanning = false;
         let mut changed = Vec::new();
         for (r, old) in before.iter().enumerate() {
             for (p, t) in old {

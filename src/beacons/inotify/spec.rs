@@ -50,6 +50,9 @@ pub const IN_ONESHOT: u32 = 0x8000_0000;
 /// The event bits a watch can ask for.
 pub const EVENT_BITS: u32 = 0x0000_0fff;
 
+/// What a user mask may pass to the kernel (pyinotify passes `ignored` and `unmount` too).
+pub const USER_BITS: u32 = EVENT_BITS | IN_UNMOUNT | IN_IGNORED;
+
 /// Salt's `DEFAULT_MASK`: create, delete, modify.
 pub const DEFAULT_MASK: u32 = IN_CREATE | IN_DELETE | IN_MODIFY;
 
