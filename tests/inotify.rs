@@ -34,6 +34,22 @@ impl Setup {
         Setup { cfg, tree }
     }
 
+    /// A drop-in from `beacons/`, its `/etc` paths moved into the temp tree, with the sentinel
+    /// added to its `files:`.
+    fn shipped(id: &str, dropin: &str) -> Setup {
+        let tree = TempDir::new(&format!("{id}-tree"));
+        fs::create_dir_all(tree.join("sentinel")).unwrap();
+        let root = tree.path().display().to_string();
+        let text = fs::read_to_string(repo().join("beacons").join(dropin)).unwrap();
+        let text = text.replace("/etc", &format!("{root}/etc")).replacen(
+            "    - files:\n",
+            &format!("    - files:\n        {root}/sentinel:\n          mask: [create]\n"),
+            1,
+        );
+        let cfg = ConfigDir::new(id, "").dropin(dropin, &text);
+        Setup { cfg, tree }
+    }
+
     fn p(&self, rel: &str) -> PathBuf {
         self.tree.join(rel)
     }
@@ -783,4 +799,129 @@ fn fd_count_stays_flat_across_1000_reloads() {
     }
     let after = fds();
     assert!(after <= before + 1, "fds grew from {before} to {after}");
+}
+
+#[test]
+fn shipped_dropins_check_clean() {
+    for dropin in ["selinux-compliance.conf", "etc-integrity.conf"] {
+        let text = fs::read_to_string(repo().join("beacons").join(dropin)).unwrap();
+        let cfg = ConfigDir::new("shipped", "").dropin(dropin, &text);
+        let out = std::process::Command::new(bin())
+            .arg("-c")
+            .arg(cfg.path())
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{dropin}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    }
+}
+
+#[test]
+fn selinux_compliance_sees_every_kind_of_save() {
+    let s = Setup::shipped("selinux", "selinux-compliance.conf");
+    fs::create_dir_all(s.p("etc/selinux")).unwrap();
+    let conf = s.p("etc/selinux/config");
+    fs::write(&conf, "SELINUX=enforcing\nSELINUXTYPE=targeted\n").unwrap();
+    let agent = s.start();
+    let tag = format!("salt/beacon/selinux/inotify/{}", conf.display());
+    assert!(tag.contains("inotify//"), "{tag}");
+
+    // An in-place write (echo >>, a text editor that rewrites the file).
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .unwrap()
+        .write_all(b"# edited\n")
+        .unwrap();
+    let events = s.settle(&agent);
+    let c = distinct(&events, &conf);
+    assert_eq!(c, ["IN_MODIFY", "IN_CLOSE_WRITE"], "{events:#?}");
+    for e in events
+        .iter()
+        .filter(|e| e["data"]["path"] == conf.display().to_string())
+    {
+        assert_eq!(e["tag"], tag.as_str());
+    }
+    // The first event carries the diff; the next one has nothing new to show.
+    let diffs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["data"]["diff"].as_str())
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert_eq!(diffs.len(), 1, "{events:#?}");
+    assert!(diffs[0].contains("+# edited\n"), "{diffs:?}");
+
+    // sed -i: a temp file renamed over the config.
+    let status = std::process::Command::new("sed")
+        .args(["-i", "s/SELINUX=enforcing/SELINUX=permissive/"])
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let events = s.settle(&agent);
+    let ev = events
+        .iter()
+        .find(|e| e["data"]["path"] == conf.display().to_string())
+        .unwrap_or_else(|| panic!("sed -i was silent: {events:#?}"));
+    assert_eq!(ev["tag"], tag.as_str());
+    assert_eq!(ev["data"]["change"], "IN_MOVED_TO");
+    assert_eq!(ev["data"]["replaced"], true);
+    let diff = ev["data"]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-SELINUX=enforcing\n+SELINUX=permissive\n"),
+        "{diff}: {events:#?}"
+    );
+
+    // ... and the file sed left behind is watched.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .unwrap()
+        .write_all(b"#\n")
+        .unwrap();
+    assert_eq!(
+        distinct(&s.settle(&agent), &conf),
+        ["IN_MODIFY", "IN_CLOSE_WRITE"]
+    );
+}
+
+#[test]
+fn etc_integrity_reports_changes_below_etc_but_not_the_noise() {
+    let s = Setup::shipped("integrity", "etc-integrity.conf");
+    fs::create_dir_all(s.p("etc/ssh")).unwrap();
+    fs::write(s.p("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
+    fs::write(s.p("etc/mtab"), "").unwrap();
+    let agent = s.start();
+    fs::write(s.p("etc/ssh/sshd_config"), "PermitRootLogin yes\n").unwrap();
+    fs::write(s.p("etc/mtab"), "proc /proc proc rw 0 0\n").unwrap();
+    fs::write(s.p("etc/ssh/.sshd_config.swp"), "x").unwrap();
+    fs::write(s.p("etc/shadow-"), "x").unwrap();
+    fs::create_dir_all(s.p("etc/cron.d/new")).unwrap();
+    fs::write(s.p("etc/cron.d/new/job"), "* * * * * root true\n").unwrap();
+    let events = s.settle(&agent);
+    let ssh = events
+        .iter()
+        .find(|e| e["data"]["path"] == s.p("etc/ssh/sshd_config").display().to_string())
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(
+        ssh["tag"],
+        format!(
+            "salt/beacon/integrity/etc_integrity/{}",
+            s.p("etc/ssh").display()
+        )
+    );
+    assert_eq!(ssh["data"]["checksum_type"], "sha256");
+    assert!(ssh["data"].get("diff").is_none(), "no diffs of /etc: {ssh}");
+    for noise in ["etc/mtab", "etc/ssh/.sshd_config.swp", "etc/shadow-"] {
+        assert!(
+            changes(&events, &s.p(noise)).is_empty(),
+            "{noise}: {events:#?}"
+        );
+    }
+    assert!(
+        !changes(&events, &s.p("etc/cron.d/new/job")).is_empty(),
+        "{events:#?}"
+    );
 }

@@ -626,10 +626,11 @@ impl Engine {
         }
     }
 
-    /// Record a file's content as the base of the next diff.
+    /// Record a file's content as the base of the next diff, unless one is known already (a
+    /// re-created file is diffed against what it was); the overflow re-scan refreshes it.
     fn remember(&mut self, r: usize, path: &Path) {
         let spec = &self.spec.roots[r];
-        if spec.diff {
+        if spec.diff && (self.rescanning || !self.roots[r].texts.contains_key(path)) {
             let text = evidence::read_text(path, spec.diff_max_bytes);
             self.roots[r].texts.insert(path.to_path_buf(), text);
         }
