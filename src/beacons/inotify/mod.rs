@@ -387,8 +387,11 @@ impl Engine {
             for r in 0..self.roots.len() {
                 if self.roots[r].incomplete {
                     self.roots[r].incomplete = false;
-                    self.roots[r].limit_reported = false;
                     self.resolve_root(r, false);
+                    // Reported once while it lasts; again if it comes back after a success.
+                    if !self.roots[r].incomplete {
+                        self.roots[r].limit_reported = false;
+                    }
                 }
             }
         }
@@ -405,7 +408,11 @@ impl Engine {
             roles.push(role);
         }
         let mask = roles.iter().fold(0, |m, r| m | self.kmask(r));
-        let wd = self.api.add(path, WatchMask::from_bits_retain(mask))?;
+        // IN_MASK_ADD: the inode may already be watched through another path (a hard link, a
+        // root inside another root's tree); never narrow what that watch asks for. Roles filter.
+        let wd = self
+            .api
+            .add(path, WatchMask::from_bits_retain(mask | IN_MASK_ADD))?;
         let id = wd.get_watch_descriptor_id();
         if let Some(old) = existing.filter(|old| *old != id) {
             // The path is another inode now: the old watch follows something else.
@@ -884,17 +891,12 @@ impl Engine {
             self.detach_root(r, moved);
             self.resolve_root(r, true);
             if was != Kind::Missing {
-                let spec = &self.spec.roots[r];
-                // The watch itself reports IN_DELETE_SELF / IN_MOVE_SELF when asked to.
-                let own = if moved { IN_MOVE_SELF } else { IN_DELETE_SELF };
-                if spec.mask & own == 0 {
-                    self.identity(
-                        r,
-                        mask & (IN_DELETE | IN_MOVED_FROM),
-                        was == Kind::Dir,
-                        false,
-                    );
-                }
+                self.identity(
+                    r,
+                    mask & (IN_DELETE | IN_MOVED_FROM),
+                    was == Kind::Dir,
+                    false,
+                );
             }
         }
     }
@@ -921,7 +923,14 @@ impl Engine {
 
     /// Report the watched path itself appearing, being replaced, or going away.
     fn identity(&mut self, r: usize, how: u32, dir: bool, replaced: bool) {
-        if !self.spec.roots[r].reports_identity_changes() {
+        let spec = &self.spec.roots[r];
+        if !spec.reports_identity_changes() {
+            return;
+        }
+        // The watch itself reports IN_DELETE_SELF / IN_MOVE_SELF when asked to.
+        if (how & IN_DELETE != 0 && spec.mask & IN_DELETE_SELF != 0)
+            || (how & IN_MOVED_FROM != 0 && spec.mask & IN_MOVE_SELF != 0)
+        {
             return;
         }
         let path = self.spec.roots[r].path.clone();
