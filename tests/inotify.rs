@@ -1109,3 +1109,74 @@ fn salt_conformance_excludes() {
         "touch e/a.swp e/tmp12 e/skipme e/kept e/tmpx",
     );
 }
+
+#[test]
+fn watch_limit_is_reported_with_its_sysctl() {
+    // A user namespace of its own, with its watch limit at 10: the host's sysctls are untouched.
+    let tree = TempDir::new("limit-tree");
+    for i in 0..30 {
+        fs::create_dir_all(tree.join(format!("w/d{i}"))).unwrap();
+    }
+    let cfg = ConfigDir::new(
+        "limit",
+        &format!(
+            "beacons:\n  inotify:\n    - files:\n        {}/w:\n          mask: [create]\n          recurse: True\n",
+            tree.path().display()
+        ),
+    );
+    let script = format!(
+        "echo 10 > /proc/sys/user/max_inotify_watches && exec {} -c {} --stdout",
+        bin().display(),
+        cfg.path().display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let found = loop {
+        match rx.recv_timeout(WAIT) {
+            Ok(line) if line.contains("max_user_watches") => break Some(line),
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let line = found.unwrap_or_else(|| {
+        panic!(
+            "no watch-limit event; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["tag"], "salt/beacon/limit/inotify/");
+    assert_eq!(ev["data"]["sysctl"], "fs.inotify.max_user_watches");
+    let msg = ev["data"]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("user.max_inotify_watches of this user namespace = 10"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "part of {}/w is not watched",
+            tree.path().display()
+        )),
+        "{msg}"
+    );
+}

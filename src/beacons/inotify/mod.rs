@@ -116,7 +116,8 @@ impl Beacon for InotifyBeacon {
             let Some(engine) = self.engine.as_mut() else {
                 return Err(BeaconError::Message("inotify is not started".into()));
             };
-            if engine.more {
+            // More queued than one evaluation reads, or reports from `start` (watch errors).
+            if engine.more || !engine.out.is_empty() {
                 return Ok(());
             }
             let timer = engine.next_timer();
@@ -482,12 +483,22 @@ impl Engine {
                     return;
                 }
                 self.roots[r].limit_reported = true;
-                let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| "?".into());
+                let read = |p: &str| {
+                    std::fs::read_to_string(p)
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_else(|_| "?".into())
+                };
+                let limit = read("/proc/sys/fs/inotify/max_user_watches");
+                // In a user namespace (a container) the namespace's own limit may be lower.
+                let ns_limit = read("/proc/sys/user/max_inotify_watches");
+                let ns_note = if ns_limit != limit && ns_limit != "?" {
+                    format!(", user.max_inotify_watches of this user namespace = {ns_limit}")
+                } else {
+                    String::new()
+                };
                 let root = lossy(&self.spec.roots[r].path);
                 let msg = format!(
-                    "inotify watch limit reached watching {} (fs.inotify.max_user_watches = {limit}): \
+                    "inotify watch limit reached watching {} (fs.inotify.max_user_watches = {limit}{ns_note}): \
                      part of {root} is not watched; raise it, e.g. `sysctl -w fs.inotify.max_user_watches=524288` \
                      and persist it in /etc/sysctl.d/; retrying every {}s",
                     lossy(path),
