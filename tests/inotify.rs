@@ -57,11 +57,17 @@ impl Setup {
     /// Start the agent and wait until its watches are in place.
     fn start(&self) -> Agent {
         let agent = Agent::start(self.cfg.path(), &[]);
-        // The first probe may be created before the watches exist: retry until one is seen.
+        self.wait_ready(&agent);
+        agent
+    }
+
+    /// Wait until the beacon reports the sentinel (its watches are in place). A probe may be
+    /// created before the watches exist: retry until one is seen.
+    fn wait_ready(&self, agent: &Agent) {
         for _ in 0..100 {
             let probe = self.probe();
-            if wait_path(&agent, &probe, Duration::from_millis(100)).is_some() {
-                return agent;
+            if wait_path(agent, &probe, Duration::from_millis(100)).is_some() {
+                return;
             }
         }
         panic!(
@@ -786,7 +792,7 @@ fn fd_count_stays_flat_across_1000_reloads() {
     let minion = s.cfg.path().join("minion");
     let base = fs::read_to_string(&minion).unwrap();
     for i in 0..1000 {
-        // Alternate the beacon's config so it is really rebuilt on each reload.
+        // Alternate the beacon's config so each reload really drops and rebuilds it.
         let text = if i % 2 == 0 {
             base.replace("mask: [modify]", "mask: [modify, create]")
         } else {
@@ -794,11 +800,16 @@ fn fd_count_stays_flat_across_1000_reloads() {
         };
         fs::write(&minion, text).unwrap();
         agent.signal(libc::SIGHUP);
-        // Observable per reload: the rebuilt beacon reports the sentinel again.
-        let _ = s.settle(&agent);
+        // Observable per reload: the beacon reports the sentinel again.
+        s.wait_ready(&agent);
     }
+    // The last rebuild is in place once a probe made after it is reported.
+    s.wait_ready(&agent);
     let after = fds();
-    assert!(after <= before + 1, "fds grew from {before} to {after}");
+    assert!(
+        after <= before + 1,
+        "open fds grew from {before} to {after} over 1,000 reloads"
+    );
 }
 
 #[test]
