@@ -389,6 +389,26 @@ fn recurse_auto_add_follows_mkdir_p_and_reports_what_was_inside() {
                 && e["data"]["change"] == "IN_MODIFY"),
         "{events:#?}"
     );
+    // Moved out of the tree: no longer watched.
+    fs::rename(s.p("r/z"), s.p("gone")).unwrap();
+    fs::write(s.p("gone/b/c/inner"), b"outside").unwrap();
+    let events = s.settle(&agent);
+    assert!(
+        events.iter().all(|e| !e["data"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/gone/")),
+        "{events:#?}"
+    );
+    // Moved in from outside: watched, recursively (pyinotify does the same).
+    fs::rename(s.p("gone"), s.p("r/back")).unwrap();
+    fs::write(s.p("r/back/b/c/inner"), b"inside again").unwrap();
+    let events = s.settle(&agent);
+    assert_eq!(
+        distinct(&events, &s.p("r/back/b/c/inner")),
+        ["IN_MODIFY"],
+        "{events:#?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,19 @@
 //!   watch limit (`ENOSPC`) is reported with the sysctl to raise;
 //! - with `disable_during_state_run`, changes made during a `state.*` job are summarised in one
 //!   `<name>/state_run` event with the job id when the job ends.
+//!
+//! Semantics kept from Salt/pyinotify on purpose: `IN_IGNORED` and `IN_UNMOUNT` are reported
+//! whatever the mask (the kernel always sends them and Salt forwards them); `auto_add` adds
+//! `IN_CREATE` to what is reported; `recurse` without `auto_add` does not follow new
+//! directories; a plain exclude is a string prefix, one with `*` an `fnmatch` glob (which
+//! matches `/` too). Where beacond differs: a replaced file is reported as its replacement
+//! (the old inode's `IN_DELETE_SELF`/`IN_IGNORED` are not); `oneshot` mutes a watch for one
+//! `interval` (Salt re-adds the kernel-removed watch on its next loop); `coalesce` drops an
+//! event identical (watch, mask, cookie, name) to one reported less than 100 ms before, where
+//! pyinotify dedups within one read batch; bare globs such as `'*.swp'` work (Salt crashes on
+//! them: pyinotify compiles every exclude as a regex). A symlink as a watched path is
+//! followed: its target file is watched, and the link's own replacement is seen in its
+//! directory.
 
 mod evidence;
 mod spec;
