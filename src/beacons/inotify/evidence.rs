@@ -11,7 +11,8 @@ pub fn sha256_file(path: &Path) -> Option<String> {
         return None;
     }
     let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = hmac_sha256::Hash::new();
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf) {
@@ -21,7 +22,7 @@ pub fn sha256_file(path: &Path) -> Option<String> {
             Err(_) => return None,
         }
     }
-    Some(hex(&hasher.finalize()))
+    Some(hex(hasher.finalize().as_slice()))
 }
 
 fn hex(bytes: &[u8]) -> String {
