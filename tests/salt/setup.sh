@@ -29,7 +29,7 @@ declare -A PINNED=(
     [3008]=3008.5
 )
 # Bump when the install recipe changes, so stamped venvs are rebuilt.
-RECIPE=1
+RECIPE=2
 
 CACHE="${BEACOND_SALT_CACHE:-$HOME/.cache/beacond/salt}"
 PYTHON="${BEACOND_PYTHON:-python3}"
@@ -118,10 +118,11 @@ install_series() {
 
     local -a reqs
     mapfile -t reqs < <(salt_requirements "$py")
-    if ! "${pip[@]}" "${reqs[@]}" psutil >>"$pip_log" 2>&1; then
+    # pyinotify: Salt's inotify beacon needs it (tests/inotify.rs conformance tests).
+    if ! "${pip[@]}" "${reqs[@]}" psutil pyinotify==0.9.6 >>"$pip_log" 2>&1; then
         log "$series: pinned requirements not satisfiable, retrying by name"
         mapfile -t reqs < <(salt_requirements "$py" --names)
-        "${pip[@]}" "${reqs[@]}" psutil >>"$pip_log" 2>&1 \
+        "${pip[@]}" "${reqs[@]}" psutil pyinotify==0.9.6 >>"$pip_log" 2>&1 \
             || { tail -n 30 "$pip_log" >&2; die "$series: installing salt's dependencies failed (log: $pip_log)"; }
     fi
 
@@ -131,7 +132,7 @@ install_series() {
         "$venv/bin/$tool" --version >>"$pip_log" 2>&1 \
             || { tail -n 30 "$pip_log" >&2; die "$series: $tool --version failed (log: $pip_log)"; }
     done
-    "$py" -c 'import salt.beacons, salt.loader, salt.utils.event, salt.config, psutil, zmq' \
+    "$py" -c 'import salt.beacons, salt.loader, salt.utils.event, salt.config, psutil, zmq, pyinotify' \
         >>"$pip_log" 2>&1 \
         || { tail -n 30 "$pip_log" >&2; die "$series: importing salt modules failed (log: $pip_log)"; }
     "$py" -c 'import salt.version, sys; v = salt.version.__version__; sys.exit(v != sys.argv[1] and v)' \
