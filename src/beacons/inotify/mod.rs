@@ -58,6 +58,8 @@ const COALESCE_WINDOW: Duration = Duration::from_millis(100);
 const MAX_READS: usize = 16;
 /// Distinct changes kept in a state-run summary; beyond that they are only counted.
 const SUMMARY_MAX: usize = 1000;
+/// Diff text kept in a state-run summary (the event must stay a reasonable size).
+const SUMMARY_DIFF_MAX: usize = 1024 * 1024;
 /// How soon watches that hit the kernel's limit are tried again (at least).
 const RETRY_MIN: Duration = Duration::from_secs(30);
 
@@ -196,6 +198,8 @@ struct Summary {
     omitted: u64,
     overflow: bool,
     errors: Vec<String>,
+    /// Bytes of diff text kept so far.
+    diff_bytes: usize,
 }
 
 impl Summary {
@@ -208,6 +212,7 @@ impl Summary {
             omitted: 0,
             overflow: false,
             errors: Vec::new(),
+            diff_bytes: 0,
         }
     }
 
@@ -234,10 +239,27 @@ impl Summary {
                     let n = n.as_u64().unwrap_or(1) + 1;
                     self.changes[i].insert("count".into(), Value::from(n));
                 }
-                // Keep the latest evidence (checksum, diff) for the path.
+                // Keep the latest checksum, and every diff (in order) within the budget.
                 for k in ["checksum", "checksum_type"] {
                     if let Some(v) = ev.get(k) {
                         self.changes[i].insert(k.into(), v.clone());
+                    }
+                }
+                if let Some(more) = ev.get("diff").and_then(Value::as_str) {
+                    if !more.is_empty() {
+                        let entry = &mut self.changes[i];
+                        if self.diff_bytes + more.len() > SUMMARY_DIFF_MAX {
+                            entry.insert("diff_truncated".into(), Value::Bool(true));
+                        } else {
+                            self.diff_bytes += more.len();
+                            let mut text = entry
+                                .get("diff")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned();
+                            text.push_str(more);
+                            entry.insert("diff".into(), Value::String(text));
+                        }
                     }
                 }
                 continue;
@@ -248,6 +270,14 @@ impl Summary {
             }
             let mut entry = ev;
             entry.remove("tag");
+            if let Some(len) = entry.get("diff").and_then(Value::as_str).map(str::len) {
+                if self.diff_bytes + len > SUMMARY_DIFF_MAX {
+                    entry.insert("diff".into(), Value::Null);
+                    entry.insert("diff_truncated".into(), Value::Bool(true));
+                } else {
+                    self.diff_bytes += len;
+                }
+            }
             entry.insert("count".into(), Value::from(1u64));
             self.index.insert(key, self.changes.len());
             self.changes.push(entry);
@@ -1089,5 +1119,51 @@ impl Engine {
             ),
         );
         self.out.push(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(path: &str, change: &str, diff: Option<&str>) -> Data {
+        let mut d = Data::new();
+        d.insert("tag".into(), Value::String("/d".into()));
+        d.insert("path".into(), Value::String(path.into()));
+        d.insert("change".into(), Value::String(change.into()));
+        if let Some(diff) = diff {
+            d.insert("diff".into(), Value::String(diff.into()));
+        }
+        d
+    }
+
+    #[test]
+    fn summary_merges_repeats_keeps_diffs_and_bounds_them() {
+        let job = StateJob {
+            jid: "20260101000000000000".into(),
+            fun: "state.apply".into(),
+            pid: 1,
+        };
+        let mut s = Summary::new(&job);
+        s.absorb(vec![
+            change("/d/a", "IN_MODIFY", Some("-1\n+2\n")),
+            change("/d/b", "IN_CREATE", None),
+            change("/d/a", "IN_MODIFY", Some("-2\n+3\n")),
+            change("/d/a", "IN_MODIFY", Some("")),
+        ]);
+        let big = "x".repeat(SUMMARY_DIFF_MAX);
+        s.absorb(vec![change("/d/c", "IN_MODIFY", Some(&big))]);
+        let ev = s.into_event(&job).expect("a summary");
+        assert_eq!(ev["tag"], "state_run");
+        assert_eq!(ev["jid"], "20260101000000000000");
+        assert_eq!(ev["count"], 5);
+        assert_eq!(ev["paths"], json!(["/d/a", "/d/b", "/d/c"]));
+        let changes = ev["changes"].as_array().expect("changes");
+        assert_eq!(changes[0]["count"], 3);
+        assert_eq!(changes[0]["diff"], "-1\n+2\n-2\n+3\n");
+        assert_eq!(changes[2]["diff"], Value::Null);
+        assert_eq!(changes[2]["diff_truncated"], true);
+        // Nothing happened: no summary at all.
+        assert!(Summary::new(&job).into_event(&job).is_none());
     }
 }
