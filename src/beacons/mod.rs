@@ -12,6 +12,7 @@ use std::pin::Pin;
 pub mod btmp;
 pub(crate) mod dbus;
 pub mod diskusage;
+pub mod inotify;
 pub mod listening_ports;
 pub mod load;
 pub mod memusage;
@@ -111,6 +112,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 pub const KINDS: &[(&str, Builder)] = &[
     ("btmp", btmp::build),
     ("diskusage", diskusage::build),
+    ("inotify", inotify::build),
     ("listening_ports", listening_ports::build),
     ("load", load::build),
     ("memusage", memusage::build),
