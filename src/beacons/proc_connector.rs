@@ -26,12 +26,42 @@ pub enum ProcEvent {
     Exec { pid: i32 },
     /// Process `pid` exited (its last thread).
     Exit { pid: i32 },
+    /// A gap in a CPU's event sequence numbers: `count` events were lost on the way (the
+    /// kernel drops a message it cannot allocate without telling the socket).
+    Lost { count: u64 },
+}
+
+/// The last sequence number seen per CPU (the kernel numbers proc events per CPU).
+#[derive(Debug, Default)]
+pub struct Sequences {
+    last: std::collections::HashMap<u32, u32>,
+}
+
+impl Sequences {
+    /// How many events were skipped before `seq` on `cpu`.
+    fn gap(&mut self, cpu: u32, seq: u32) -> u64 {
+        let gap = match self.last.get(&cpu) {
+            Some(&last) => {
+                let d = seq.wrapping_sub(last);
+                // Small forward jumps are losses; anything else (a restart) is not counted.
+                if d > 1 && d < (1 << 30) {
+                    (d - 1) as u64
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        self.last.insert(cpu, seq);
+        gap
+    }
 }
 
 /// A subscribed proc connector socket. Dropping it unsubscribes and closes the socket.
 pub struct ProcConnector {
     fd: Option<OwnedFd>,
     async_fd: Option<AsyncFd<OwnedFd>>,
+    seqs: Sequences,
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -90,6 +120,7 @@ impl ProcConnector {
         let pc = ProcConnector {
             fd: Some(fd),
             async_fd: None,
+            seqs: Sequences::default(),
         };
         pc.control(PROC_CN_MCAST_LISTEN)?;
         Ok(pc)
@@ -150,7 +181,7 @@ impl ProcConnector {
 
     /// Receive one datagram without blocking: Ok(None) when nothing is queued. An `ENOBUFS`
     /// error means the kernel dropped messages because the receive buffer was full.
-    pub fn recv(&self, buf: &mut [u8], out: &mut Vec<ProcEvent>) -> io::Result<Option<usize>> {
+    pub fn recv(&mut self, buf: &mut [u8], out: &mut Vec<ProcEvent>) -> io::Result<Option<usize>> {
         loop {
             // SAFETY: `buf` is writable for its length; the fd is live.
             let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -163,7 +194,7 @@ impl ProcConnector {
                 }
             }
             let n = n as usize;
-            parse(&buf[..n], out);
+            parse(&buf[..n], out, &mut self.seqs);
             return Ok(Some(n));
         }
     }
@@ -208,7 +239,7 @@ fn u16_at(b: &[u8], o: usize) -> Option<u16> {
 }
 
 /// Parse the netlink messages of one datagram.
-pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>) {
+pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>, seqs: &mut Sequences) {
     const PROC_EVENT_FORK: u32 = 0x1;
     const PROC_EVENT_EXEC: u32 = 0x2;
     const PROC_EVENT_EXIT: u32 = 0x8000_0000;
@@ -231,6 +262,13 @@ pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>) {
             continue;
         }
         let ev = &msg[CN_MSG_LEN.min(msg.len())..];
+        // cn_msg.seq is the sending CPU's event counter; proc_event.cpu names that CPU.
+        if let (Some(seq), Some(cpu)) = (u32_at(msg, 8), u32_at(ev, 4)) {
+            let count = seqs.gap(cpu, seq);
+            if count > 0 {
+                out.push(ProcEvent::Lost { count });
+            }
+        }
         // proc_event: what (u32), cpu (u32), timestamp_ns (u64), then event_data.
         let (Some(what), data) = (u32_at(ev, 0), ev.get(16..).unwrap_or(&[])) else {
             continue;
@@ -284,13 +322,25 @@ mod tests {
     }
 
     #[test]
+    fn sequence_gaps_count_lost_events() {
+        let mut s = Sequences::default();
+        assert_eq!(s.gap(0, 10), 0);
+        assert_eq!(s.gap(0, 11), 0);
+        assert_eq!(s.gap(1, 5), 0);
+        assert_eq!(s.gap(0, 15), 3);
+        assert_eq!(s.gap(1, 6), 0);
+        assert_eq!(s.gap(0, u32::MAX), 0, "a backwards jump is not a loss");
+        assert_eq!(s.gap(0, 1), 1, "wrap-around");
+    }
+
+    #[test]
     fn parses_fork_exec_exit_and_skips_threads() {
         let mut buf = message(1, &[10, 10, 11, 11]);
         buf.extend(message(1, &[10, 10, 12, 10])); // a thread
         buf.extend(message(2, &[11, 11]));
         buf.extend(message(0x8000_0000, &[11, 11, 0, 0, 10, 10]));
         let mut out = Vec::new();
-        parse(&buf, &mut out);
+        parse(&buf, &mut out, &mut Sequences::default());
         assert_eq!(
             out,
             [
@@ -322,6 +372,10 @@ pub enum Msg<T> {
     },
     /// The kernel dropped messages (ENOBUFS): the receive buffer was full.
     Overrun,
+    /// Gaps in the kernel's sequence numbers: `count` events lost.
+    Lost {
+        count: u64,
+    },
 }
 
 /// A dedicated thread that reads the connector and, for each exec, reads the process from
@@ -383,7 +437,7 @@ impl<T> Drop for Reader<T> {
 }
 
 fn reader_loop<T, F: Fn(i32) -> T>(
-    pc: ProcConnector,
+    mut pc: ProcConnector,
     stop: OwnedFd,
     tx: tokio::sync::mpsc::Sender<Msg<T>>,
     inspect: F,
@@ -440,6 +494,7 @@ fn reader_loop<T, F: Fn(i32) -> T>(
                     info: inspect(pid),
                 },
                 ProcEvent::Exit { pid } => Msg::Exit { pid },
+                ProcEvent::Lost { count } => Msg::Lost { count },
             }));
             for m in msgs {
                 if tx.blocking_send(m).is_err() {

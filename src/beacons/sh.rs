@@ -15,8 +15,9 @@
 //! - `rcvbuf`: the netlink receive buffer in bytes (default 16 MiB).
 //! - `scan_interval`: seconds between /proc scans in `proc_scan` mode (default 0.25).
 //!
-//! Loss is never silent: a receive buffer overrun (ENOBUFS) fires an `overrun` event counting
-//! overruns, then /proc is rescanned and processes still alive that were missed are reported
+//! Loss is never silent: a receive buffer overrun (ENOBUFS), or a gap in the kernel's per-CPU
+//! event sequence numbers (a message the kernel could not allocate), fires an `overrun` event
+//! (`overruns`, `lost`: running totals), then /proc is rescanned and processes still alive that were missed are reported
 //! with `recovered: true`. A process gone before /proc could be read is still reported with
 //! what is known (pid, ppid, and `argv_missing: true`). In `proc_scan` mode, processes that
 //! live less than one scan interval are not seen at all; the log and every event's `source`
@@ -76,6 +77,8 @@ pub struct Sh {
     table: HashMap<i32, Proc>,
     names: HashMap<u32, String>,
     overruns: u64,
+    /// Events missing from the kernel's per-CPU sequence numbers.
+    lost: u64,
     /// A message taken by `ready` and not yet evaluated.
     buffered: Option<Msg<Info>>,
     /// Evaluate without waiting (after start, or when a drain stopped early).
@@ -252,6 +255,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         table: HashMap::new(),
         names: HashMap::new(),
         overruns: 0,
+        lost: 0,
         buffered: None,
         pending: false,
     }))
@@ -561,20 +565,26 @@ impl Sh {
                     overrun = true;
                     self.overruns += 1;
                 }
+                Msg::Lost { count } => {
+                    overrun = true;
+                    self.lost += count;
+                }
             }
         }
         if overrun {
             tracing::warn!(
                 overruns = self.overruns,
-                "proc connector receive buffer overrun: exec events were lost; rescanning /proc"
+                lost = self.lost,
+                "proc connector events were lost; rescanning /proc"
             );
             let mut d = Data::new();
             d.insert("tag".into(), json!("overrun"));
             d.insert("overruns".into(), json!(self.overruns));
+            d.insert("lost".into(), json!(self.lost));
             d.insert("source".into(), json!("proc_connector"));
             d.insert(
                 "message".into(),
-                json!("the kernel dropped proc connector messages (receive buffer full); processes still alive were rescanned from /proc"),
+                json!("the kernel dropped proc connector messages (overruns: receive buffer full; lost: gaps in the kernel's per-CPU sequence numbers); processes still alive were rescanned from /proc"),
             );
             out.push(d);
             out.extend(self.scan("proc_connector", true)?);
