@@ -980,17 +980,11 @@ fn etc_integrity_reports_changes_below_etc_but_not_the_noise() {
     );
 }
 
-/// Salt 3007's venv (from `tests/salt/setup.sh`) with pyinotify; `None` when
-/// `BEACOND_SKIP_SALT=1`, a clear failure when it is missing.
+/// Salt 3007's venv python (the harness's `require_salt`: `None` when Salt is not installed and
+/// `BEACOND_SKIP_SALT=1`, a clear failure otherwise), with pyinotify (setup.sh installs it).
 fn salt_python() -> Option<PathBuf> {
-    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
-        eprintln!("skipped: BEACOND_SKIP_SALT=1");
-        return None;
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let py = home.join(".cache/beacond/salt/3007/bin/python");
+    let venv = common::salt::require_salt("3007")?;
+    let py = venv.join("bin/python");
     let ok = std::process::Command::new(&py)
         .args(["-c", "import pyinotify, salt.beacons.inotify"])
         .output()
@@ -998,9 +992,7 @@ fn salt_python() -> Option<PathBuf> {
         .unwrap_or(false);
     assert!(
         ok,
-        "Salt 3007 with pyinotify is needed: run tests/salt/setup.sh, then \
-         `{} -m pip install pyinotify==0.9.6` (or set BEACOND_SKIP_SALT=1)",
-        py.display()
+        "Salt 3007's venv lacks pyinotify: run tests/salt/setup.sh 3007 (it installs it)"
     );
     Some(py)
 }

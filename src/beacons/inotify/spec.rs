@@ -194,13 +194,23 @@ const PATH_KEYS: [&str; 7] = [
 /// Default size limit of `diff`.
 pub const DEFAULT_DIFF_MAX: u64 = 64 * 1024;
 
+/// An error pointing at the key of a map entry (where the entry starts), else at the value.
+fn at_key(cfg: &BeaconConfig, node: &Node, message: String) -> ConfigError {
+    let mut e = cfg.error(node, message);
+    if let Some(pos) = &node.key_pos {
+        e.pos = Some(pos.clone());
+    }
+    e
+}
+
 pub fn parse(cfg: &BeaconConfig) -> Result<Spec, ConfigError> {
     for (key, node) in &cfg.options {
         if key.starts_with('_') || key == "files" || key == "coalesce" {
             continue;
         }
-        return Err(cfg.error(
-            node.key_pos.as_ref().map_or(node, |_| node),
+        return Err(at_key(
+            cfg,
+            node,
             format!("unknown option '{key}' (inotify takes files and coalesce)"),
         ));
     }
@@ -239,14 +249,16 @@ fn parse_root(cfg: &BeaconConfig, path: &str, opts: &Node) -> Result<RootSpec, C
         .iter()
         .any(|(k, _)| matches!(k.as_str(), "mask" | "recurse" | "auto_add"))
     {
-        return Err(cfg.error(
+        return Err(at_key(
+            cfg,
             opts,
             format!("files.{path} must contain mask, recurse or auto_add items"),
         ));
     }
     for (k, v) in map {
         if !PATH_KEYS.contains(&k.as_str()) {
-            return Err(cfg.error(
+            return Err(at_key(
+                cfg,
                 v,
                 format!(
                     "files.{path}: unknown option '{k}' (expected one of: {})",
@@ -269,8 +281,9 @@ fn parse_root(cfg: &BeaconConfig, path: &str, opts: &Node) -> Result<RootSpec, C
         }
     };
     let norm = normalise(path).ok_or_else(|| {
-        cfg.error(
-            opts.key_pos.as_ref().map_or(opts, |_| opts),
+        at_key(
+            cfg,
+            opts,
             format!("files: '{path}' must be an absolute path"),
         )
     })?;
