@@ -111,6 +111,24 @@ fn series_suite(series: &str) {
         },
     );
     phase("master up");
+    // A second master with another key and without auto_accept, for the key tests at the
+    // end; it starts while the first one is exercised.
+    let other_key = dir.path().join("otherkey");
+    std::fs::create_dir_all(&other_key).expect("dir");
+    let strict = {
+        let series = series.to_owned();
+        std::thread::spawn(move || {
+            generate_master_key(&series, &other_key);
+            Master::start(
+                &series,
+                MasterOptions {
+                    auto_accept: false,
+                    master_key_from: Some(other_key),
+                    ..MasterOptions::default()
+                },
+            )
+        })
+    };
     let rt = rt();
     let id = format!("bd-{series}");
     let pki = dir.path().join("pki");
@@ -271,17 +289,7 @@ fn series_suite(series: &str) {
 
     phase("restart ridden out");
     // A different master (another key) on the address of a cached one: refused, saying why.
-    let other_key = dir.path().join("otherkey");
-    std::fs::create_dir_all(&other_key).expect("dir");
-    generate_master_key(series, &other_key);
-    let strict = Master::start(
-        series,
-        MasterOptions {
-            auto_accept: false,
-            master_key_from: Some(other_key),
-            ..MasterOptions::default()
-        },
-    );
+    let strict = strict.join().expect("second master");
     let mut m = Masters::new(&minion(&id, &pki, &[&strict], json!({}))).expect("keys");
     let e = rt
         .block_on(m.deliver(&[event(&id, "probe", "x", json!({}))]))
