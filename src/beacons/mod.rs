@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub mod diskusage;
+pub mod fswatch;
 pub mod load;
+pub mod log;
 pub mod memusage;
 pub mod swapusage;
 
@@ -97,6 +99,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
     ("load", load::build),
+    ("log", log::build),
     ("memusage", memusage::build),
     ("swapusage", swapusage::build),
 ];

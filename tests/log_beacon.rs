@@ -1,0 +1,156 @@
+//! The `log` beacon against real files: Salt's first-run-at-end, new lines matched, no repeats
+//! across runs (position persisted), rotation by rename + create and copytruncate followed by a
+//! running agent through real inotify.
+mod common;
+use common::beacond::*;
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .expect("open log");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+fn config(id: &str, log: &Path) -> ConfigDir {
+    ConfigDir::new(
+        id,
+        &format!(
+            "beacons:\n  log:\n    - file: {}\n    - tags:\n        sshd/fail:\n          regex: '.*Failed password for (\\w+) from (?P<ip>[0-9.]+)'\n        hello:\n          regex: hello\n",
+            log.display()
+        ),
+    )
+}
+
+#[test]
+fn once_starts_at_end_then_reports_each_new_line_once() {
+    let tmp = TempDir::new("log1");
+    let log = tmp.join("auth.log");
+    append(&log, "hello before start\n");
+    let cfg = config("log1", &log);
+
+    // Salt's first run: seek to the end, report nothing.
+    let out = once(cfg.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.events.is_empty(), "{:?}", out.events);
+
+    append(
+        &log,
+        "noise\nsshd[1]: Failed password for root from 10.0.0.7 port 22\nhello world\nhello partial",
+    );
+    let out = once(cfg.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.events.len(), 2, "{:?}", out.events);
+    let fail = &out.events[0];
+    assert_eq!(fail["tag"], "salt/beacon/log1/log/sshd/fail");
+    // Salt's keys (tag is popped into the event tag) plus groups/groupdict.
+    assert_eq!(
+        data_keys(fail),
+        [
+            "_stamp",
+            "error",
+            "groupdict",
+            "groups",
+            "id",
+            "match",
+            "raw"
+        ]
+    );
+    assert_eq!(fail["data"]["match"], "yes");
+    assert_eq!(fail["data"]["error"], "");
+    assert_eq!(
+        fail["data"]["raw"],
+        "sshd[1]: Failed password for root from 10.0.0.7 port 22"
+    );
+    assert_eq!(
+        fail["data"]["groups"],
+        serde_json::json!(["root", "10.0.0.7"])
+    );
+    assert_eq!(fail["data"]["groupdict"]["ip"], "10.0.0.7");
+    assert_eq!(out.events[1]["tag"], "salt/beacon/log1/log/hello");
+    assert_eq!(out.events[1]["data"]["raw"], "hello world");
+
+    // The incomplete last line is reported once it is complete, and nothing is repeated.
+    append(&log, " now complete\n");
+    let out = once(cfg.path());
+    let raws: Vec<&Value> = out.events.iter().map(|e| &e["data"]["raw"]).collect();
+    assert_eq!(raws, ["hello partial now complete"], "{:?}", out.events);
+    let out = once(cfg.path());
+    assert!(out.events.is_empty(), "{:?}", out.events);
+}
+
+fn raws_until(agent: &Agent, want: &[&str]) -> Vec<String> {
+    let mut got: Vec<String> = Vec::new();
+    while !want.iter().all(|w| got.iter().any(|g| g == w)) {
+        let ev = agent.wait_for(Duration::from_secs(10), &format!("{want:?}"), |e| {
+            e["tag"].as_str().is_some_and(|t| t.contains("/log/"))
+        });
+        got.push(ev["data"]["raw"].as_str().unwrap_or_default().to_owned());
+    }
+    got
+}
+
+#[test]
+fn agent_follows_rotation_and_truncation_without_loss_or_repeats() {
+    let tmp = TempDir::new("log2");
+    let log = tmp.join("app.log");
+    append(&log, "old content\n");
+    let cfg = config("log2", &log);
+    // Establish the position (end of file) so the agent resumes from it, whenever it starts.
+    assert!(once(cfg.path()).events.is_empty());
+    let agent = Agent::start(cfg.path(), &[]);
+
+    append(&log, "hello 1\n");
+    assert_eq!(raws_until(&agent, &["hello 1"]), ["hello 1"]);
+
+    // logrotate's rename + create: the writer appends one more line to the renamed file
+    // before reopening; the new file gets a long line.
+    std::fs::rename(&log, tmp.join("app.log.1")).expect("rotate");
+    append(
+        &tmp.join("app.log.1"),
+        "hello 2 (late write to the rotated file)\n",
+    );
+    append(
+        &log,
+        "hello 3 in the new file, long enough to be longer than what follows\n",
+    );
+    let got = raws_until(
+        &agent,
+        &[
+            "hello 2 (late write to the rotated file)",
+            "hello 3 in the new file, long enough to be longer than what follows",
+        ],
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+
+    // copytruncate: truncated to 0, then a shorter line.
+    std::fs::File::create(&log).expect("truncate");
+    append(&log, "hello 4\n");
+    assert_eq!(raws_until(&agent, &["hello 4"]), ["hello 4"]);
+
+    // Nothing repeated afterwards.
+    let extra = agent.collect_for(Duration::from_millis(700));
+    assert!(extra.is_empty(), "{extra:?}");
+}
+
+#[test]
+fn bad_regex_is_a_precise_config_error() {
+    let tmp = TempDir::new("log3");
+    let cfg = ConfigDir::new("log3", "").dropin(
+        "log.conf",
+        &format!(
+            "beacons:\n  log:\n    - file: {}\n    - tags:\n        x:\n          regex: 'a(b'\n",
+            tmp.join("x.log").display()
+        ),
+    );
+    let out = run(cfg.path(), &["--check"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("log.conf:6"), "{}", out.stderr);
+    assert!(out.stderr.contains("beacon 'log'"), "{}", out.stderr);
+    assert!(out.stderr.contains("tags.x.regex"), "{}", out.stderr);
+}
