@@ -15,6 +15,7 @@ pub mod load;
 pub mod log;
 pub mod memusage;
 pub mod swapusage;
+pub mod users;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
 pub type Data = Map<String, Value>;
@@ -102,6 +103,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("log", log::build),
     ("memusage", memusage::build),
     ("swapusage", swapusage::build),
+    ("users", users::build),
 ];
 
 /// Build (and so validate) a configured beacon.
