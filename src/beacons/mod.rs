@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub mod cert_info;
 pub mod diskusage;
 pub mod fswatch;
 pub mod load;
@@ -98,6 +99,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
+    ("cert_info", cert_info::build),
     ("diskusage", diskusage::build),
     ("load", load::build),
     ("log", log::build),
