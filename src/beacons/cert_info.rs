@@ -39,7 +39,12 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         n.as_f64()
             .filter(|f| f.fract() == 0.0)
             .map(|f| f as i64)
-            .ok_or_else(|| cfg.error(n, format!("{what} must be a whole number of days, found {}", n.kind())))
+            .ok_or_else(|| {
+                cfg.error(
+                    n,
+                    format!("{what} must be a whole number of days, found {}", n.kind()),
+                )
+            })
     };
     let notify_days = match cfg.opt("notify_days") {
         Some(n) => int(n, "notify_days")?,
@@ -50,13 +55,23 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         if let Some(p) = item.as_str() {
             files.push((PathBuf::from(p), None));
         } else if let Some([(p, opts)]) = item.as_map() {
-            let days = match opts.as_map().and_then(|m| m.iter().find(|(k, _)| k == "notify_days")) {
+            let days = match opts
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k == "notify_days"))
+            {
                 Some((_, n)) => Some(int(n, &format!("files.{p}.notify_days"))?),
-                None if opts.as_map().is_some() || matches!(opts.value, crate::config::yaml::Yaml::Null) => None,
+                None if opts.as_map().is_some()
+                    || matches!(opts.value, crate::config::yaml::Yaml::Null) =>
+                {
+                    None
+                }
                 None => {
                     return Err(cfg.error(
                         opts,
-                        format!("files.{p} must be a map such as {{notify_days: 15}}, found {}", opts.kind()),
+                        format!(
+                            "files.{p} must be a map such as {{notify_days: 15}}, found {}",
+                            opts.kind()
+                        ),
                     ))
                 }
             };
@@ -145,20 +160,31 @@ impl<'a> Der<'a> {
                 if b.len() < 2 + n {
                     return Err("truncated DER length".into());
                 }
-                let len = b[2..2 + n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
+                let len = b[2..2 + n]
+                    .iter()
+                    .fold(0usize, |a, &x| (a << 8) | x as usize);
                 (len, 2 + n)
             }
             _ => return Err("unsupported DER length".into()),
         };
-        let end = hdr.checked_add(len).filter(|e| *e <= b.len()).ok_or("DER length past the end")?;
+        let end = hdr
+            .checked_add(len)
+            .filter(|e| *e <= b.len())
+            .ok_or("DER length past the end")?;
         self.0 = &b[end..];
-        Ok(Tlv { tag, body: &b[hdr..end] })
+        Ok(Tlv {
+            tag,
+            body: &b[hdr..end],
+        })
     }
 
     fn expect(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
         let t = self.next()?;
         if t.tag != tag {
-            return Err(format!("expected {what} (tag {tag:#x}), found tag {:#x}", t.tag));
+            return Err(format!(
+                "expected {what} (tag {tag:#x}), found tag {:#x}",
+                t.tag
+            ));
         }
         Ok(t)
     }
@@ -189,7 +215,11 @@ fn oid_string(b: &[u8]) -> String {
             v = 0;
         }
     }
-    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+    parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// OpenSSL's short names for the attribute, algorithm and extension OIDs certificates carry.
@@ -310,7 +340,9 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) → Unix seconds.
 fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
     let s = std::str::from_utf8(t.body).map_err(|_| "bad time")?;
-    let s = s.strip_suffix('Z').ok_or_else(|| format!("unsupported time {s:?}"))?;
+    let s = s
+        .strip_suffix('Z')
+        .ok_or_else(|| format!("unsupported time {s:?}"))?;
     let (year, rest) = match t.tag {
         0x17 if s.len() == 12 => {
             let yy: i64 = s[..2].parse().map_err(|_| "bad year")?;
@@ -320,7 +352,9 @@ fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
         _ => return Err(format!("unsupported time {s:?}")),
     };
     let f = |i: usize| -> Result<i64, String> {
-        rest[i..i + 2].parse::<i64>().map_err(|_| format!("bad time {s:?}"))
+        rest[i..i + 2]
+            .parse::<i64>()
+            .map_err(|_| format!("bad time {s:?}"))
     };
     let (mo, d, h, mi, se) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
     Ok(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
@@ -338,7 +372,10 @@ fn format_time(t: i64) -> (String, String) {
 }
 
 fn hex_colon(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// An extension's value as OpenSSL (and Salt's formatter) prints the common ones; hex otherwise.
@@ -355,7 +392,10 @@ fn ext_text(name: &str, value: &[u8]) -> String {
                     let t = s.next()?;
                     match t.tag {
                         0x01 => ca = t.body.first().is_some_and(|b| *b != 0),
-                        INT => pathlen = Some(t.body.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x))),
+                        INT => {
+                            pathlen =
+                                Some(t.body.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+                        }
                         _ => {}
                     }
                 }
@@ -430,7 +470,10 @@ fn ext_text(name: &str, value: &[u8]) -> String {
                         0x82 => format!("DNS:{text}"),
                         0x86 => format!("URI:{text}"),
                         0x87 => match t.body.len() {
-                            4 => format!("IP Address:{}", std::net::Ipv4Addr::new(t.body[0], t.body[1], t.body[2], t.body[3])),
+                            4 => format!(
+                                "IP Address:{}",
+                                std::net::Ipv4Addr::new(t.body[0], t.body[1], t.body[2], t.body[3])
+                            ),
                             16 => {
                                 let mut a = [0u8; 16];
                                 a.copy_from_slice(t.body);
@@ -576,7 +619,11 @@ impl Cert {
                 .join(",")
         };
         let dict = |n: &[(String, String)]| {
-            Value::Object(n.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect())
+            Value::Object(
+                n.iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            )
         };
         let (na_raw, na) = format_time(self.not_after);
         let (nb_raw, nb) = format_time(self.not_before);
@@ -601,7 +648,10 @@ impl Cert {
         m.insert("notBefore_raw".into(), Value::from(nb_raw));
         m.insert("notBefore".into(), Value::from(nb));
         m.insert("serial_number".into(), serial);
-        m.insert("signature_algorithm".into(), Value::from(self.sig_alg.as_str()));
+        m.insert(
+            "signature_algorithm".into(),
+            Value::from(self.sig_alg.as_str()),
+        );
         m.insert("subject".into(), Value::from(joined(&self.subject)));
         m.insert("subject_dict".into(), dict(&self.subject));
         m.insert("version".into(), Value::from(self.version));
