@@ -479,7 +479,7 @@ fn ext_text(name: &str, value: &[u8]) -> String {
                                 a.copy_from_slice(t.body);
                                 format!("IP Address:{}", std::net::Ipv6Addr::from(a))
                             }
-                            _ => format!("IP Address:<invalid>"),
+                            _ => "IP Address:<invalid>".to_owned(),
                         },
                         _ => format!("othername:{}", hex_colon(t.body)),
                     });
