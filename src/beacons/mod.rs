@@ -15,6 +15,7 @@ pub mod fswatch;
 pub mod load;
 pub mod log;
 pub mod memusage;
+pub mod status;
 pub mod swapusage;
 pub mod users;
 
@@ -104,6 +105,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("load", load::build),
     ("log", log::build),
     ("memusage", memusage::build),
+    ("status", status::build),
     ("swapusage", swapusage::build),
     ("users", users::build),
 ];

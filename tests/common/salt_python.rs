@@ -32,17 +32,19 @@ pub fn salt_python(series: &str) -> Option<PathBuf> {
 }
 
 /// Run Salt's Python beacons of `config_dir` `runs` times; the events they fired.
-pub fn python_events(py: &Path, config_dir: &Path, runs: u32) -> Vec<Value> {
+/// `grains`: load Salt's grains (needed by execution modules that dispatch on `kernel`).
+pub fn python_events(py: &Path, config_dir: &Path, runs: u32, grains: bool) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/salt/python_beacon.py");
-    let out = Command::new(py)
-        .arg(script)
+    let mut cmd = Command::new(py);
+    cmd.arg(script)
         .arg("--config-dir")
         .arg(config_dir)
         .arg("--runs")
-        .arg(runs.to_string())
-        .arg("--no-grains")
-        .output()
-        .expect("run python_beacon.py");
+        .arg(runs.to_string());
+    if !grains {
+        cmd.arg("--no-grains");
+    }
+    let out = cmd.output().expect("run python_beacon.py");
     assert!(
         out.status.success(),
         "python_beacon.py failed: {}",
