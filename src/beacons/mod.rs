@@ -15,6 +15,7 @@ pub mod fswatch;
 pub mod load;
 pub mod log;
 pub mod memusage;
+pub mod pkg;
 pub mod status;
 pub mod swapusage;
 pub mod users;
@@ -105,6 +106,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("load", load::build),
     ("log", log::build),
     ("memusage", memusage::build),
+    ("pkg", pkg::build),
     ("status", status::build),
     ("swapusage", swapusage::build),
     ("users", users::build),
