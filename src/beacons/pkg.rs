@@ -27,6 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// package → (status, installed version, candidate version)
+type States = HashMap<String, (String, Option<String>, Option<String>)>;
+
 pub struct Pkg {
     pkgs: Vec<String>,
     dpkg_status: PathBuf,
@@ -37,7 +40,7 @@ pub struct Pkg {
     loaded: bool,
     /// mtimes of the files last parsed, and what they gave.
     stamp: Vec<(PathBuf, Option<SystemTime>)>,
-    cache: HashMap<String, (String, Option<String>, Option<String>)>,
+    cache: States,
 }
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
@@ -141,9 +144,7 @@ impl Pkg {
     }
 
     /// package → (status, installed version, candidate version)
-    fn states(
-        &mut self,
-    ) -> Result<HashMap<String, (String, Option<String>, Option<String>)>, BeaconError> {
+    fn states(&mut self) -> Result<States, BeaconError> {
         let mut files = vec![self.dpkg_status.clone()];
         files.extend(self.list_files());
         let stamp: Vec<(PathBuf, Option<SystemTime>)> = files
