@@ -12,6 +12,7 @@ use std::pin::Pin;
 pub mod cert_info;
 pub mod diskusage;
 pub mod fswatch;
+pub mod journald;
 pub mod load;
 pub mod log;
 pub mod memusage;
@@ -103,6 +104,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 pub const KINDS: &[(&str, Builder)] = &[
     ("cert_info", cert_info::build),
     ("diskusage", diskusage::build),
+    ("journald", journald::build),
     ("load", load::build),
     ("log", log::build),
     ("memusage", memusage::build),
