@@ -2,6 +2,8 @@
 //! across runs (position persisted), rotation by rename + create and copytruncate followed by a
 //! running agent through real inotify.
 mod common;
+#[path = "common/salt_python.rs"]
+mod salt_python;
 use common::beacond::*;
 use serde_json::Value;
 use std::io::Write;
@@ -153,4 +155,58 @@ fn bad_regex_is_a_precise_config_error() {
     assert!(out.stderr.contains("log.conf:6"), "{}", out.stderr);
     assert!(out.stderr.contains("beacon 'log'"), "{}", out.stderr);
     assert!(out.stderr.contains("tags.x.regex"), "{}", out.stderr);
+}
+
+#[test]
+fn same_tag_and_keys_as_salts_python_beacon() {
+    let Some(py) = salt_python::salt_python("3007") else {
+        return;
+    };
+    let tmp = TempDir::new("log4");
+    let log = tmp.join("app.log");
+    append(&log, "");
+    let cfg = ConfigDir::new(
+        "log4",
+        &format!(
+            "beacons:\n  log:\n    - file: {}\n    - tags:\n        hello:\n          regex: '.*hello (\\d+)'\n",
+            log.display()
+        ),
+    );
+    // Salt's first run only seeks to the end and its second one (a loop interval later, with
+    // --pace) reports what was appended in between: keep appending until it is done.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (done, log) = (done.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                append(&log, &format!("hello {i}\n"));
+                i += 1;
+                // Pacing a writer, not synchronising: the Python side is awaited below.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let salt = salt_python::python_events_paced(&py, cfg.path(), 2);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    let salt_ev = salt
+        .iter()
+        .find(|e| e["tag"] == "salt/beacon/log4/log/hello")
+        .unwrap_or_else(|| panic!("no Salt event: {salt:?}"));
+
+    let cfg2 = ConfigDir::new(
+        "log4",
+        &format!(
+            "beacons:\n  log:\n    - file: {}\n    - tags:\n        hello:\n          regex: '.*hello (\\d+)'\n",
+            log.display()
+        ),
+    );
+    assert!(once(cfg2.path()).events.is_empty());
+    append(&log, "hello again\nhello 7\n");
+    let ours = once(cfg2.path()).events;
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0]["tag"], salt_ev["tag"]);
+    salt_python::assert_superset(&ours[0]["data"], &salt_ev["data"], "log event");
+    assert_eq!(ours[0]["data"]["raw"], "hello 7");
 }

@@ -32,8 +32,18 @@ pub fn salt_python(series: &str) -> Option<PathBuf> {
 }
 
 /// Run Salt's Python beacons of `config_dir` `runs` times; the events they fired.
+/// As `python_events` without grains, sleeping `loop_interval` between runs (`--pace`), as a
+/// minion does: for beacons that report what happened between two runs.
+pub fn python_events_paced(py: &Path, config_dir: &Path, runs: u32) -> Vec<Value> {
+    run_script(py, config_dir, runs, false, true)
+}
+
 /// `grains`: load Salt's grains (needed by execution modules that dispatch on `kernel`).
 pub fn python_events(py: &Path, config_dir: &Path, runs: u32, grains: bool) -> Vec<Value> {
+    run_script(py, config_dir, runs, grains, false)
+}
+
+fn run_script(py: &Path, config_dir: &Path, runs: u32, grains: bool, pace: bool) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/salt/python_beacon.py");
     let mut cmd = Command::new(py);
     cmd.arg(script)
@@ -43,6 +53,9 @@ pub fn python_events(py: &Path, config_dir: &Path, runs: u32, grains: bool) -> V
         .arg(runs.to_string());
     if !grains {
         cmd.arg("--no-grains");
+    }
+    if pace {
+        cmd.arg("--pace");
     }
     let out = cmd.output().expect("run python_beacon.py");
     assert!(
