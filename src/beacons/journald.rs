@@ -29,7 +29,7 @@ use super::fswatch::{self, Inotify};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -77,10 +77,17 @@ pub struct Journald {
     /// Per open file (dev, ino): where to continue in its entry-array chain.
     files: HashMap<(u64, u64), FilePos>,
     kick: bool,
+    /// Watched directories by watch descriptor.
+    wds: HashMap<i32, PathBuf>,
+    /// Files inotify reported modified since the last evaluation; None: rescan everything
+    /// (first run, new files or directories, queue overflow).
+    dirty: Option<HashSet<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct FilePos {
+    /// The file's ID from its header (an inode number can be reused by a new file).
+    file_id: [u8; 16],
     /// Entry array being read (0: start at the header's first array).
     array: u64,
     /// Next item index in it.
@@ -177,6 +184,8 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         seen: BTreeMap::new(),
         files: HashMap::new(),
         kick: false,
+        wds: HashMap::new(),
+        dirty: None,
     }))
 }
 
@@ -209,6 +218,7 @@ struct Journal {
     file: File,
     path: PathBuf,
     compact: bool,
+    file_id: [u8; 16],
     seqnum_id: String,
     n_entries: u64,
     entry_array_offset: u64,
@@ -238,6 +248,7 @@ impl Journal {
         Ok(Journal {
             path: path.to_path_buf(),
             compact: incompat & INCOMPAT_COMPACT != 0,
+            file_id: h[24..40].try_into().unwrap_or_default(),
             seqnum_id: hex(&h[72..88]),
             n_entries: le64(&h, 152),
             tail_seqnum: le64(&h, 160),
@@ -431,18 +442,51 @@ impl Journald {
         fswatch::save_state(&self.state_file, &json!({ "seen": self.seen }))
     }
 
-    fn watch_dirs(&self, dirs: &[PathBuf]) {
+    fn watch_dirs(&mut self, dirs: &[PathBuf]) {
         if let Some(ino) = &self.inotify {
             for d in dirs {
                 // Re-adding an existing watch is harmless (same wd).
-                if let Err(e) = ino.add_watch(
+                match ino.add_watch(
                     d,
                     libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR,
                 ) {
-                    tracing::debug!("{}: cannot watch: {e}", d.display());
+                    Ok(wd) => {
+                        self.wds.insert(wd, d.clone());
+                    }
+                    Err(e) => tracing::debug!("{}: cannot watch: {e}", d.display()),
                 }
             }
         }
+    }
+
+    /// Record what inotify reported; true if it concerns journal files.
+    fn note(&mut self, evs: &[fswatch::WatchEvent]) -> bool {
+        let mut relevant = false;
+        for e in evs {
+            let journal = e
+                .name
+                .as_ref()
+                .is_some_and(|n| Path::new(n).extension().is_some_and(|x| x == "journal"));
+            let created = journal && e.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
+            if e.overflow() || e.mask & libc::IN_ISDIR != 0 || created {
+                self.dirty = None;
+                relevant = true;
+            } else if journal {
+                relevant = true;
+                let path = match (self.wds.get(&e.wd), &e.name) {
+                    (Some(dir), Some(n)) => Some(dir.join(n)),
+                    _ => None,
+                };
+                match (path, &mut self.dirty) {
+                    (Some(p), Some(set)) => {
+                        set.insert(p);
+                    }
+                    (None, _) => self.dirty = None,
+                    (Some(_), None) => {}
+                }
+            }
+        }
+        relevant
     }
 
     fn to_event(&self, service: &str, e: &Entry) -> Data {
@@ -507,9 +551,11 @@ impl Beacon for Journald {
     fn start(&mut self) -> Result<(), BeaconError> {
         let ino = Inotify::new().map_err(|e| BeaconError::io(&self.paths[0], e))?;
         self.inotify = Some(ino);
+        self.wds.clear();
         let (files, dirs) = self.scan();
         self.watch_dirs(&dirs);
         self.files.clear();
+        self.dirty = None;
         match fswatch::load_state(&self.state_file).and_then(|v| v["seen"].as_object().cloned()) {
             Some(seen) => {
                 self.seen = seen
@@ -542,23 +588,16 @@ impl Beacon for Journald {
                 return Ok(());
             }
             let path = self.paths[0].clone();
-            let ino = self
-                .inotify
-                .as_mut()
-                .ok_or_else(|| BeaconError::Message("journald beacon not started".into()))?;
             loop {
+                let ino = self
+                    .inotify
+                    .as_mut()
+                    .ok_or_else(|| BeaconError::Message("journald beacon not started".into()))?;
                 ino.readable()
                     .await
                     .map_err(|e| BeaconError::io(&path, e))?;
                 let evs = ino.drain().map_err(|e| BeaconError::io(&path, e))?;
-                let relevant = evs.iter().any(|e| {
-                    e.overflow()
-                        || e.mask & libc::IN_ISDIR != 0
-                        || e.name.as_ref().is_some_and(|n| {
-                            Path::new(n).extension().is_some_and(|x| x == "journal")
-                        })
-                });
-                if relevant {
+                if self.note(&evs) {
                     return Ok(());
                 }
             }
@@ -566,11 +605,23 @@ impl Beacon for Journald {
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if let Some(ino) = &self.inotify {
-            let _ = ino.drain();
+        if let Some(evs) = self.inotify.as_ref().and_then(|i| i.drain().ok()) {
+            self.note(&evs);
         }
-        let (files, dirs) = self.scan();
-        self.watch_dirs(&dirs);
+        // Only the files inotify named, unless a rescan is due.
+        let full = self.dirty.is_none();
+        let files: Vec<PathBuf> = match self.dirty.replace(HashSet::new()) {
+            Some(set) => {
+                let mut v: Vec<PathBuf> = set.into_iter().collect();
+                v.sort();
+                v
+            }
+            None => {
+                let (files, dirs) = self.scan();
+                self.watch_dirs(&dirs);
+                files
+            }
+        };
         let mut entries = Vec::new();
         let mut live = std::collections::HashSet::new();
         for f in &files {
@@ -586,7 +637,15 @@ impl Beacon for Journald {
             };
             let key = (meta.dev(), meta.ino());
             live.insert(key);
-            let mut pos = self.files.get(&key).copied().unwrap_or_default();
+            let mut pos = self
+                .files
+                .get(&key)
+                .copied()
+                .filter(|p| p.file_id == j.file_id)
+                .unwrap_or(FilePos {
+                    file_id: j.file_id,
+                    ..FilePos::default()
+                });
             if pos.array != 0 && pos.count >= j.n_entries {
                 continue;
             }
@@ -597,7 +656,9 @@ impl Beacon for Journald {
             }
             self.files.insert(key, pos);
         }
-        self.files.retain(|k, _| live.contains(k));
+        if full {
+            self.files.retain(|k, _| live.contains(k));
+        }
 
         entries.sort_by_key(|e| (e.realtime, e.seqnum));
         let mut out = Vec::new();
