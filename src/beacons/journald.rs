@@ -259,19 +259,29 @@ impl Journal {
 
     /// An object's type, flags and whole bytes (header included).
     fn object(&self, offset: u64) -> Result<(u8, u8, Vec<u8>), String> {
-        let mut hdr = [0u8; 16];
-        self.file
-            .read_exact_at(&mut hdr, offset)
+        // Most objects are small: one read usually gets the whole of it.
+        let mut buf = vec![0u8; 512];
+        let got = self
+            .file
+            .read_at(&mut buf, offset)
             .map_err(|e| format!("object at {offset}: {e}"))?;
-        let size = le64(&hdr, 8) as usize;
+        if got < 16 {
+            return Err(format!("object at {offset}: past the end of the file"));
+        }
+        let (kind, flags) = (buf[0], buf[1]);
+        let size = le64(&buf, 8) as usize;
         if !(16..=MAX_PAYLOAD).contains(&size) {
             return Err(format!("object at {offset}: bad size {size}"));
         }
-        let mut buf = vec![0u8; size];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| format!("object at {offset}: {e}"))?;
-        Ok((hdr[0], hdr[1], buf))
+        if size <= got {
+            buf.truncate(size);
+        } else {
+            buf.resize(size, 0);
+            self.file
+                .read_exact_at(&mut buf[got..], offset + got as u64)
+                .map_err(|e| format!("object at {offset}: {e}"))?;
+        }
+        Ok((kind, flags, buf))
     }
 
     fn data(&self, offset: u64) -> Result<(String, Option<Vec<u8>>), String> {
@@ -355,12 +365,22 @@ impl Journal {
         }))
     }
 
-    /// Entries from `pos` on with a sequence number above `seen`; advances `pos`.
+    fn entry_seqnum(&self, offset: u64) -> Result<u64, String> {
+        let mut b = [0u8; 24];
+        self.file
+            .read_exact_at(&mut b, offset)
+            .map_err(|e| format!("entry at {offset}: {e}"))?;
+        Ok(le64(&b, 16))
+    }
+
+    /// Entries from `pos` on with a sequence number above `seen`, one by one to `each`;
+    /// advances `pos`. Whole arrays of already-seen entries are skipped by looking at their last
+    /// entry only (the arrays double in size: a large file costs a few reads).
     fn read_from(
         &self,
         pos: &mut FilePos,
         seen: Option<u64>,
-        out: &mut Vec<Entry>,
+        each: &mut dyn FnMut(Entry),
     ) -> Result<(), String> {
         if pos.array == 0 {
             pos.array = self.entry_array_offset;
@@ -373,18 +393,32 @@ impl Journal {
                 return Err(format!("object at {} is not an ENTRY_ARRAY", pos.array));
             }
             let n = (buf.len() as u64).saturating_sub(24) / step;
-            while pos.index < n {
-                let at = (24 + pos.index * step) as usize;
-                let off = if self.compact {
+            let item = |i: u64| {
+                let at = (24 + i * step) as usize;
+                if self.compact {
                     le32(&buf, at)
                 } else {
                     le64(&buf, at)
-                };
+                }
+            };
+            if let Some(seen) = seen {
+                // The last filled item: if even that entry was seen, skip up to it.
+                if let Some(last) = (pos.index..n).rev().find(|&i| item(i) != 0) {
+                    if self.entry_seqnum(item(last))? <= seen {
+                        pos.count += last + 1 - pos.index;
+                        pos.index = last + 1;
+                    }
+                }
+            }
+            while pos.index < n {
+                let off = item(pos.index);
                 if off == 0 {
                     // Not written yet: continue here next time.
                     return Ok(());
                 }
-                out.extend(self.entry(off, seen)?);
+                if let Some(e) = self.entry(off, seen)? {
+                    each(e);
+                }
                 pos.index += 1;
                 pos.count += 1;
             }
@@ -489,7 +523,7 @@ impl Journald {
         relevant
     }
 
-    fn to_event(&self, service: &str, e: &Entry) -> Data {
+    fn to_event(service: &str, e: &Entry) -> Data {
         let mut d = Data::new();
         for (name, value) in &e.fields {
             let v = match value {
@@ -622,8 +656,12 @@ impl Beacon for Journald {
                 files
             }
         };
-        let mut entries = Vec::new();
-        let mut live = std::collections::HashSet::new();
+        // Matching entries only are kept (as events), whatever the number read.
+        let mut matched: Vec<(u64, u64, Data)> = Vec::new();
+        let mut next_seen = self.seen.clone();
+        // Sequence-number gaps: entries gone before they could be read.
+        let mut firsts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut live = HashSet::new();
         for f in &files {
             let j = match Journal::open(f) {
                 Ok(j) => j,
@@ -650,7 +688,19 @@ impl Beacon for Journald {
                 continue;
             }
             let seen = self.seen.get(&j.seqnum_id).copied();
-            if let Err(e) = j.read_from(&mut pos, seen, &mut entries) {
+            let services = &self.services;
+            let mut each = |e: Entry| {
+                let f = firsts.entry(e.seqnum_id.clone()).or_insert(e.seqnum);
+                *f = (*f).min(e.seqnum);
+                let slot = next_seen.entry(e.seqnum_id.clone()).or_insert(0);
+                *slot = (*slot).max(e.seqnum);
+                for (name, filters) in services {
+                    if Self::matches(filters, &e) {
+                        matched.push((e.realtime, e.seqnum, Self::to_event(name, &e)));
+                    }
+                }
+            };
+            if let Err(e) = j.read_from(&mut pos, seen, &mut each) {
                 // A file being written or corrupt: keep what was read, retry later.
                 tracing::warn!("{}: {e}", f.display());
             }
@@ -659,27 +709,9 @@ impl Beacon for Journald {
         if full {
             self.files.retain(|k, _| live.contains(k));
         }
-
-        entries.sort_by_key(|e| (e.realtime, e.seqnum));
-        let mut out = Vec::new();
-        let mut next_seen = self.seen.clone();
-        // Sequence-number gaps: entries gone before they could be read.
-        let mut firsts: BTreeMap<&str, u64> = BTreeMap::new();
-        for e in &entries {
-            let last = self.seen.get(&e.seqnum_id).copied();
-            if last.is_some_and(|l| e.seqnum <= l) {
-                continue;
-            }
-            let f = firsts.entry(&e.seqnum_id).or_insert(e.seqnum);
-            *f = (*f).min(e.seqnum);
-            let slot = next_seen.entry(e.seqnum_id.clone()).or_insert(0);
-            *slot = (*slot).max(e.seqnum);
-            for (name, filters) in &self.services {
-                if Self::matches(filters, e) {
-                    out.push(self.to_event(name, e));
-                }
-            }
-        }
+        matched.sort_by_key(|(t, n, _)| (*t, *n));
+        let mut out: Vec<Data> = matched.into_iter().map(|(_, _, d)| d).collect();
+        let firsts: BTreeMap<&str, u64> = firsts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         for (id, lost) in gaps(&self.seen, &firsts) {
             let mut d = Data::new();
             d.insert("tag".into(), Value::from("lost"));
