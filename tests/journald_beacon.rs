@@ -224,3 +224,15 @@ fn entries_written_while_down_are_reported_after_restart() {
     });
     assert_eq!(ev["data"]["MESSAGE"], "while down");
 }
+
+#[test]
+fn missing_journal_directory_is_an_error_event_not_silence() {
+    let tmp = TempDir::new("jd4");
+    let cfg = config("jd4", &tmp.join("nothing-here"));
+    let out = once(cfg.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.events.len(), 1, "{:?}", out.events);
+    assert_eq!(out.events[0]["tag"], "salt/beacon/jd4/journald/");
+    let err = out.events[0]["data"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("no journal directory"), "{err}");
+}

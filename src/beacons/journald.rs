@@ -587,6 +587,17 @@ impl Beacon for Journald {
         self.inotify = Some(ino);
         self.wds.clear();
         let (files, dirs) = self.scan();
+        if dirs.is_empty() {
+            // Retried on the beacon's interval until a journal directory exists.
+            return Err(BeaconError::Message(format!(
+                "no journal directory found (looked at {})",
+                self.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         self.watch_dirs(&dirs);
         self.files.clear();
         self.dirty = None;
