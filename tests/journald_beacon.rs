@@ -236,3 +236,34 @@ fn missing_journal_directory_is_an_error_event_not_silence() {
     let err = out.events[0]["data"]["error"].as_str().unwrap_or_default();
     assert!(err.contains("no journal directory"), "{err}");
 }
+
+#[test]
+fn catching_up_on_thousands_of_entries_is_exact() {
+    let tmp = TempDir::new("jd5");
+    let journal = tmp.join("remote.journal");
+    let batch = |tag: &str| -> Vec<Vec<(&'static str, String)>> {
+        (0..4000)
+            .map(|i| {
+                let who = if i % 100 == 0 { "sshd" } else { "cron" };
+                vec![
+                    ("SYSLOG_IDENTIFIER", who.to_owned()),
+                    ("PRIORITY", "6".to_owned()),
+                    ("_PID", i.to_string()),
+                    ("MESSAGE", format!("{tag} {i}")),
+                ]
+            })
+            .collect()
+    };
+    write_entries(&journal, &batch("old"));
+    let cfg = config("jd5", tmp.path());
+    assert!(once(cfg.path()).events.is_empty());
+    write_entries(&journal, &batch("new"));
+    let out = once(cfg.path());
+    let msgs: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| e["data"]["MESSAGE"].as_str())
+        .collect();
+    let want: Vec<String> = (0..40).map(|i| format!("new {}", i * 100)).collect();
+    assert_eq!(msgs, want);
+}

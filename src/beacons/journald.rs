@@ -223,7 +223,15 @@ struct Journal {
     n_entries: u64,
     entry_array_offset: u64,
     tail_seqnum: u64,
+    /// Everything before the last object (as of opening) is fully written: ENTRY and DATA
+    /// objects there are read through a small block cache (far fewer syscalls on catch-up).
+    /// Entry arrays, whose items are filled in place, are always read from the file.
+    stable_end: u64,
+    cache: std::cell::RefCell<HashMap<u64, Vec<u8>>>,
 }
+
+const BLOCK: u64 = 64 * 1024;
+const CACHE_BLOCKS: usize = 32;
 
 /// One entry as read.
 struct Entry {
@@ -253,11 +261,47 @@ impl Journal {
             n_entries: le64(&h, 152),
             tail_seqnum: le64(&h, 160),
             entry_array_offset: le64(&h, 176),
+            stable_end: le64(&h, 136),
+            cache: std::cell::RefCell::new(HashMap::new()),
             file,
         })
     }
 
     /// An object's type, flags and whole bytes (header included).
+    /// An immutable object (ENTRY, DATA) through the block cache when it lies in one block of
+    /// the stable region; from the file otherwise.
+    fn stable_object(&self, offset: u64) -> Result<(u8, u8, Vec<u8>), String> {
+        let block = offset / BLOCK;
+        let start = block * BLOCK;
+        if start + BLOCK > self.stable_end {
+            return self.object(offset);
+        }
+        let mut cache = self.cache.borrow_mut();
+        if !cache.contains_key(&block) {
+            if cache.len() >= CACHE_BLOCKS {
+                cache.clear();
+            }
+            let mut buf = vec![0u8; BLOCK as usize];
+            self.file
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| format!("block at {start}: {e}"))?;
+            cache.insert(block, buf);
+        }
+        let Some(b) = cache.get(&block) else {
+            return self.object(offset);
+        };
+        let at = (offset - start) as usize;
+        let size = le64(b, at + 8) as usize;
+        match b.get(at..at.saturating_add(size)) {
+            Some(obj) if size >= 16 => Ok((obj[0], obj[1], obj.to_vec())),
+            // Crosses the block's end (or is malformed): read it directly.
+            _ => {
+                drop(cache);
+                self.object(offset)
+            }
+        }
+    }
+
     fn object(&self, offset: u64) -> Result<(u8, u8, Vec<u8>), String> {
         // Most objects are small: one read usually gets the whole of it.
         let mut buf = vec![0u8; 512];
@@ -285,7 +329,7 @@ impl Journal {
     }
 
     fn data(&self, offset: u64) -> Result<(String, Option<Vec<u8>>), String> {
-        let (kind, flags, buf) = self.object(offset)?;
+        let (kind, flags, buf) = self.stable_object(offset)?;
         if kind != OBJECT_DATA {
             return Err(format!("object at {offset} is not DATA"));
         }
@@ -325,7 +369,7 @@ impl Journal {
     /// The entry at `offset`, unless its sequence number is at most `seen` (then its DATA
     /// objects are not read at all).
     fn entry(&self, offset: u64, seen: Option<u64>) -> Result<Option<Entry>, String> {
-        let (kind, _, buf) = self.object(offset)?;
+        let (kind, _, buf) = self.stable_object(offset)?;
         if kind != OBJECT_ENTRY || buf.len() < 64 {
             return Err(format!("object at {offset} is not an ENTRY"));
         }
