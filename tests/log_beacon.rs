@@ -210,3 +210,43 @@ fn same_tag_and_keys_as_salts_python_beacon() {
     salt_python::assert_superset(&ours[0]["data"], &salt_ev["data"], "log event");
     assert_eq!(ours[0]["data"]["raw"], "hello 7");
 }
+
+#[test]
+fn rotation_while_down_finishes_the_old_file_or_reports_the_loss() {
+    let tmp = TempDir::new("log5");
+    let log = tmp.join("app.log");
+    append(&log, "start\n");
+    let cfg = config("log5", &log);
+    assert!(once(cfg.path()).events.is_empty());
+
+    // Down: lines appended, rotated (rename + create), more lines in both files.
+    append(&log, "hello a\n");
+    std::fs::rename(&log, tmp.join("app.log.1")).expect("rotate");
+    append(&tmp.join("app.log.1"), "hello b\n");
+    append(&log, "hello c\n");
+    let out = once(cfg.path());
+    let raws: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| e["data"]["raw"].as_str())
+        .collect();
+    assert_eq!(raws, ["hello a", "hello b", "hello c"], "{:?}", out.events);
+
+    // Down again: rotated and the old file deleted (compressed away) — the loss is reported.
+    append(&log, "hello d\n");
+    std::fs::rename(&log, tmp.join("app.log.2")).expect("rotate");
+    append(&log, "hello e\n");
+    // Deleted after the new file exists, so its inode number cannot be reused by it.
+    std::fs::remove_file(tmp.join("app.log.2")).expect("delete");
+    let out = once(cfg.path());
+    assert_eq!(out.events.len(), 2, "{:?}", out.events);
+    assert_eq!(out.events[0]["tag"], "salt/beacon/log5/log/global");
+    assert!(
+        out.events[0]["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("were not read")),
+        "{:?}",
+        out.events[0]
+    );
+    assert_eq!(out.events[1]["data"]["raw"], "hello e");
+}

@@ -39,6 +39,8 @@ pub struct LogBeacon {
     old: Option<Follow>,
     /// Evaluate once without waiting (after start: catch up on what was written meanwhile).
     kick: bool,
+    /// A problem found at start, reported by the first evaluation (Salt's error shape).
+    notice: Option<String>,
 }
 
 struct Follow {
@@ -111,6 +113,7 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         cur: None,
         old: None,
         kick: false,
+        notice: None,
     }))
 }
 
@@ -148,6 +151,20 @@ impl Follow {
 }
 
 impl LogBeacon {
+    /// The file in the log's directory with this inode (a rotated copy), opened.
+    fn find_inode(&self, dev: u64, ino: u64) -> Option<Follow> {
+        let rd = std::fs::read_dir(&self.dir).ok()?;
+        for e in rd.filter_map(Result::ok) {
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            if m.ino() == ino && m.dev() == dev && m.is_file() {
+                return Follow::open(&e.path()).ok().filter(|f| f.ino == ino);
+            }
+        }
+        None
+    }
+
     fn io(&self, e: std::io::Error) -> BeaconError {
         BeaconError::io(&self.path, e)
     }
@@ -209,11 +226,11 @@ impl Beacon for LogBeacon {
             .map_err(|e| BeaconError::io(&self.dir, e))?;
         self.inotify = Some(ino);
         self.old = None;
+        let saved = fswatch::load_state(&self.state_file);
         self.cur = match Follow::open(&self.path) {
             Ok(mut f) => {
                 let size = f.file.metadata().map_err(|e| self.io(e))?.len();
-                let saved = fswatch::load_state(&self.state_file);
-                f.pos = match saved {
+                f.pos = match &saved {
                     // Same file as last time: resume where we were (unless truncated since).
                     Some(s) if s["ino"] == f.ino && s["dev"] == f.dev => {
                         s["pos"].as_u64().filter(|p| *p <= size).unwrap_or(0)
@@ -228,6 +245,25 @@ impl Beacon for LogBeacon {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.io(e)),
         };
+        // Rotated while beacond was down: finish the old file (now e.g. `app.log.1`) first.
+        if let Some(s) = &saved {
+            let (dev, ino, pos) = (s["dev"].as_u64(), s["ino"].as_u64(), s["pos"].as_u64());
+            let moved = self.cur.as_ref().is_none_or(|f| Some(f.ino) != ino);
+            if let (true, Some(dev), Some(ino), Some(pos)) = (moved, dev, ino, pos) {
+                match self.find_inode(dev, ino) {
+                    Some(mut f) if f.file.metadata().is_ok_and(|m| m.len() >= pos) => {
+                        f.pos = pos;
+                        self.old = Some(f);
+                    }
+                    _ => {
+                        self.notice = Some(format!(
+                            "{} was rotated while beacond was down and the previous file (inode {ino}) is gone: lines after its byte {pos} were not read",
+                            self.path.display()
+                        ))
+                    }
+                }
+            }
+        }
         self.save()?;
         self.kick = true;
         Ok(())
@@ -323,6 +359,17 @@ impl Beacon for LogBeacon {
         if self.cur.as_ref().map(|f| (f.ino, f.pos)) != before {
             self.save()?;
         }
-        Ok(self.events(&lines))
+        let mut out = Vec::new();
+        if let Some(msg) = self.notice.take() {
+            tracing::warn!("{msg}");
+            let mut d = Data::new();
+            d.insert("tag".into(), Value::from("global"));
+            d.insert("match".into(), Value::from("no"));
+            d.insert("raw".into(), Value::from(""));
+            d.insert("error".into(), Value::from(msg));
+            out.push(d);
+        }
+        out.extend(self.events(&lines));
+        Ok(out)
     }
 }
