@@ -10,13 +10,20 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub mod cert_info;
+pub(crate) mod dbus;
 pub mod diskusage;
 pub mod fswatch;
 pub mod journald;
+pub mod listening_ports;
 pub mod load;
 pub mod log;
 pub mod memusage;
+pub(crate) mod netlink;
+pub mod network_info;
+pub mod network_settings;
 pub mod pkg;
+pub mod ps;
+pub mod service;
 pub mod status;
 pub mod swapusage;
 pub mod users;
@@ -105,10 +112,15 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("cert_info", cert_info::build),
     ("diskusage", diskusage::build),
     ("journald", journald::build),
+    ("listening_ports", listening_ports::build),
     ("load", load::build),
     ("log", log::build),
     ("memusage", memusage::build),
+    ("network_info", network_info::build),
+    ("network_settings", network_settings::build),
     ("pkg", pkg::build),
+    ("ps", ps::build),
+    ("service", service::build),
     ("status", status::build),
     ("swapusage", swapusage::build),
     ("users", users::build),
