@@ -94,7 +94,13 @@ fn unknown_function_is_a_config_error() {
 
 #[test]
 fn same_tag_and_shapes_as_salts_python_beacon_on_real_proc() {
-    let Some(py) = salt_python::salt_python("3007") else {
+    for series in ["3006", "3007", "3008"] {
+        conformance(series);
+    }
+}
+
+fn conformance(series: &str) {
+    let Some(py) = salt_python::salt_python(series) else {
         return;
     };
     let cfg = ConfigDir::new(
