@@ -274,7 +274,9 @@ async fn send_to_master(
             "stopped with undelivered events; they stay in the spool for the next start"
         ),
         Ok(_) => tracing::info!("every event delivered"),
-        Err(_) => tracing::warn!("stopped before every event was delivered; the rest stays in the spool"),
+        Err(_) => {
+            tracing::warn!("stopped before every event was delivered; the rest stays in the spool")
+        }
     }
     ExitCode::SUCCESS
 }

@@ -84,7 +84,8 @@ impl Options {
                 "minion option beacond_spool_max_bytes: {max_bytes} is too small (at least 4096)"
             ));
         }
-        let replay_batch = number(opts, "beacond_replay_batch")?.map_or(d.replay_batch, |v| v as usize);
+        let replay_batch =
+            number(opts, "beacond_replay_batch")?.map_or(d.replay_batch, |v| v as usize);
         if replay_batch == 0 {
             return Err("minion option beacond_replay_batch: must be at least 1".into());
         }

@@ -105,13 +105,18 @@ pub async fn run<D: Deliver>(
     let mut fresh: VecDeque<(u64, Event)> = VecDeque::new();
     let fresh_max = opts.replay_batch * 2;
     let mut window_end = Instant::now() + opts.rate_window;
-    let mut status_at = (!opts.status_interval.is_zero()).then(|| Instant::now() + opts.status_interval);
+    let mut status_at =
+        (!opts.status_interval.is_zero()).then(|| Instant::now() + opts.status_interval);
     let mut sync_at = Instant::now() + SYNC_EVERY;
     let mut deadline: Option<Instant> = None;
     let mut buf = Vec::with_capacity(DRAIN_MAX);
     publish(&spool, &stats);
     if !spool.is_empty() {
-        tracing::info!(pending = spool.pending(), bytes = spool.bytes(), "spool holds undelivered events from a previous run");
+        tracing::info!(
+            pending = spool.pending(),
+            bytes = spool.bytes(),
+            "spool holds undelivered events from a previous run"
+        );
     }
 
     loop {
@@ -121,7 +126,8 @@ pub async fn run<D: Deliver>(
         let mut send_wake: Option<Instant> = None;
         if inflight.is_none() && !spool.is_empty() && now >= next_try {
             let want = (spool.pending() as usize).min(opts.replay_batch);
-            tokens = (tokens + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
+            tokens = (tokens
+                + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
                 .min(opts.replay_batch as f64);
             tokens_at = now;
             if tokens + 1e-9 < want as f64 {
@@ -152,7 +158,10 @@ pub async fn run<D: Deliver>(
         }
         if let Some(d) = deadline {
             if now >= d {
-                tracing::warn!(undelivered = spool.pending(), "flush timeout: leaving the rest in the spool for the next start");
+                tracing::warn!(
+                    undelivered = spool.pending(),
+                    "flush timeout: leaving the rest in the spool for the next start"
+                );
                 break;
             }
         }
@@ -304,9 +313,16 @@ fn report_drops(
         let Some(d) = spool.take_dropped() else {
             return;
         };
-        stats.dropped.fetch_add(d.count, Relaxed);
+        stats.dropped.fetch_add(d.fresh, Relaxed);
         fresh.retain(|(s, _)| *s > spool.acked());
-        append(spool, fresh, fresh_max, replay_batch, Event::from_beacon(minion_id, "beacond", d.to_data()), stats);
+        append(
+            spool,
+            fresh,
+            fresh_max,
+            replay_batch,
+            Event::from_beacon(minion_id, "beacond", d.to_data()),
+            stats,
+        );
     }
 }
 

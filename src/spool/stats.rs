@@ -50,14 +50,26 @@ impl Stats {
         let (rss, cpu) = process_usage();
         let mut d = Map::new();
         d.insert("tag".into(), Value::from("status"));
-        d.insert("queue_depth".into(), Value::from(self.queue_depth.load(Relaxed)));
-        d.insert("spool_bytes".into(), Value::from(self.spool_bytes.load(Relaxed)));
+        d.insert(
+            "queue_depth".into(),
+            Value::from(self.queue_depth.load(Relaxed)),
+        );
+        d.insert(
+            "spool_bytes".into(),
+            Value::from(self.spool_bytes.load(Relaxed)),
+        );
         d.insert("spooled".into(), Value::from(self.spooled.load(Relaxed)));
         d.insert("sent".into(), Value::from(self.sent.load(Relaxed)));
         d.insert("dropped".into(), Value::from(self.dropped.load(Relaxed)));
-        d.insert("suppressed".into(), Value::from(self.suppressed.load(Relaxed)));
+        d.insert(
+            "suppressed".into(),
+            Value::from(self.suppressed.load(Relaxed)),
+        );
         d.insert("rss_bytes".into(), Value::from(rss));
-        d.insert("cpu_seconds".into(), Value::from((cpu * 1000.0).round() / 1000.0));
+        d.insert(
+            "cpu_seconds".into(),
+            Value::from((cpu * 1000.0).round() / 1000.0),
+        );
         d.insert("version".into(), Value::from(env!("CARGO_PKG_VERSION")));
         d
     }

@@ -139,7 +139,12 @@ pub fn parse_ack(text: &str) -> Option<(u64, BTreeSet<u64>)> {
     let ahead = v
         .get("ahead")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).filter(|s| *s > acked).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .filter(|s| *s > acked)
+                .collect()
+        })
         .unwrap_or_default();
     Some((acked, ahead))
 }
@@ -154,42 +159,79 @@ struct Segment {
 /// What a size-bound drop removed (unacknowledged events only).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Dropped {
+    /// Beacon events lost (including those earlier drop reports that were dropped had reported).
     pub count: u64,
+    /// Of `count`, lost since the previous report (for the agent's counters).
+    pub fresh: u64,
+    /// Earlier `dropped` events that were themselves pushed out (their counts are in `count`).
+    pub reports: u64,
     pub beacons: BTreeMap<String, u64>,
-    pub first_stamp: Option<String>,
-    pub last_stamp: Option<String>,
-    pub first_uid: Option<String>,
-    pub last_uid: Option<String>,
+    /// Oldest and newest dropped event: (seq, uid, stamp).
+    pub first: Option<(u64, String, String)>,
+    pub last: Option<(u64, String, String)>,
+}
+
+fn uid_seq(uid: &str) -> u64 {
+    uid.rsplit_once('-')
+        .and_then(|(_, s)| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Dropped {
-    fn add(&mut self, ev: &Event) {
-        self.count += 1;
-        *self.beacons.entry(ev.beacon.clone()).or_default() += 1;
-        let stamp = ev.data.get("_stamp").and_then(Value::as_str).map(str::to_owned);
-        let uid = ev.data.get(UID_KEY).and_then(Value::as_str).map(str::to_owned);
-        if self.first_stamp.is_none() {
-            self.first_stamp = stamp.clone();
-            self.first_uid = uid.clone();
+    fn note(&mut self, seq: u64, uid: String, stamp: String) {
+        if self.first.as_ref().is_none_or(|f| seq < f.0) {
+            self.first = Some((seq, uid.clone(), stamp.clone()));
         }
-        self.last_stamp = stamp;
-        self.last_uid = uid;
+        if self.last.as_ref().is_none_or(|l| seq > l.0) {
+            self.last = Some((seq, uid, stamp));
+        }
+    }
+
+    fn add(&mut self, seq: u64, ev: &Event) {
+        let text = |k: &str| {
+            ev.data
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // A drop report that is itself pushed out: what it reported carries over.
+        if ev.beacon == "beacond" && ev.tag.ends_with("/beacond/dropped") {
+            self.count += ev.data.get("count").and_then(Value::as_u64).unwrap_or(0);
+            self.reports += 1 + ev
+                .data
+                .get("reports_merged")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if let Some(Value::Object(b)) = ev.data.get("beacons") {
+                for (k, v) in b {
+                    *self.beacons.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+                }
+            }
+            for (u, st) in [("first_uid", "first_stamp"), ("last_uid", "last_stamp")] {
+                let uid = text(u);
+                if !uid.is_empty() {
+                    self.note(uid_seq(&uid), uid, text(st));
+                }
+            }
+            return;
+        }
+        self.count += 1;
+        self.fresh += 1;
+        *self.beacons.entry(ev.beacon.clone()).or_default() += 1;
+        self.note(seq, text(UID_KEY), text("_stamp"));
     }
 
     fn merge(&mut self, other: Dropped) {
-        if other.count == 0 {
-            return;
-        }
         self.count += other.count;
+        self.fresh += other.fresh;
+        self.reports += other.reports;
         for (b, n) in other.beacons {
             *self.beacons.entry(b).or_default() += n;
         }
-        if self.first_stamp.is_none() {
-            self.first_stamp = other.first_stamp;
-            self.first_uid = other.first_uid;
+        for (seq, uid, stamp) in other.first.into_iter().chain(other.last) {
+            self.note(seq, uid, stamp);
         }
-        self.last_stamp = other.last_stamp;
-        self.last_uid = other.last_uid;
     }
 
     /// The `salt/beacon/<id>/beacond/dropped` event data.
@@ -197,18 +239,26 @@ impl Dropped {
         let mut d = Map::new();
         d.insert("tag".into(), Value::from("dropped"));
         d.insert("count".into(), Value::from(self.count));
-        d.insert("reason".into(), Value::from("spool full (beacond_spool_max_bytes)"));
+        d.insert("reports_merged".into(), Value::from(self.reports));
+        d.insert(
+            "reason".into(),
+            Value::from("spool full (beacond_spool_max_bytes)"),
+        );
         let beacons: Map<String, Value> = self
             .beacons
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(*v)))
             .collect();
         d.insert("beacons".into(), Value::Object(beacons));
-        let opt = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
-        d.insert("first_stamp".into(), opt(&self.first_stamp));
-        d.insert("last_stamp".into(), opt(&self.last_stamp));
-        d.insert("first_uid".into(), opt(&self.first_uid));
-        d.insert("last_uid".into(), opt(&self.last_uid));
+        let pick = |v: &Option<(u64, String, String)>, i: usize| {
+            v.as_ref()
+                .map(|t| Value::from(if i == 1 { t.1.clone() } else { t.2.clone() }))
+                .unwrap_or(Value::Null)
+        };
+        d.insert("first_stamp".into(), pick(&self.first, 2));
+        d.insert("last_stamp".into(), pick(&self.last, 2));
+        d.insert("first_uid".into(), pick(&self.first, 1));
+        d.insert("last_uid".into(), pick(&self.last, 1));
         d
     }
 }
@@ -294,7 +344,11 @@ impl Spool {
             .filter_map(|e| {
                 let e = e.ok()?;
                 let name = e.file_name().into_string().ok()?;
-                let seq = name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()?;
+                let seq = name
+                    .strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()?;
                 Some((seq, e.path()))
             })
             .collect();
@@ -449,8 +503,7 @@ impl Spool {
     pub fn append(&mut self, mut ev: Event) -> Result<(u64, Event), SpoolError> {
         let seq = self.next_seq;
         if !ev.data.contains_key(UID_KEY) {
-            ev.data
-                .insert(UID_KEY.into(), Value::String(self.uid(seq)));
+            ev.data.insert(UID_KEY.into(), Value::String(self.uid(seq)));
         }
         let rec = encode(seq, &ev);
         let need_new = match self.segments.last() {
@@ -460,7 +513,11 @@ impl Spool {
         if need_new || self.writer.is_none() {
             self.open_writer(seq, need_new)?;
         }
-        let path = self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
         let Some(w) = self.writer.as_mut() else {
             return Err(SpoolError::Io {
                 path,
@@ -506,19 +563,21 @@ impl Spool {
         while self.total_bytes > self.max_bytes && self.segments.len() > 1 {
             let seg = self.segments.remove(0);
             let mut dropped = Dropped::default();
+            let mut removed_pending = 0u64;
             let buf = fs::read(&seg.path).unwrap_or_default();
             let mut off = 0usize;
             while let Ok(Some((rec, size))) = decode(&buf[off..]) {
                 off += size;
                 if rec.seq > self.acked && !self.ahead.contains(&rec.seq) {
-                    dropped.add(&rec.event);
+                    removed_pending += 1;
+                    dropped.add(rec.seq, &rec.event);
                 }
                 if rec.seq > self.acked {
                     self.acked = rec.seq;
                 }
             }
             self.ahead.retain(|s| *s > self.acked);
-            self.pending = self.pending.saturating_sub(dropped.count);
+            self.pending = self.pending.saturating_sub(removed_pending);
             self.total_bytes = self.total_bytes.saturating_sub(seg.bytes);
             let _ = fs::remove_file(&seg.path);
             // The cursor moves to the start of what is now the first segment.
@@ -527,11 +586,16 @@ impl Spool {
             } else {
                 self.cursor.0 -= 1;
             }
-            if self.cursor.0 == 0 && self.segments.first().is_some_and(|s| s.first_seq > self.acked) {
+            if self.cursor.0 == 0
+                && self
+                    .segments
+                    .first()
+                    .is_some_and(|s| s.first_seq > self.acked)
+            {
                 self.cursor.1 = 0;
             }
             tracing::warn!(
-                dropped = dropped.count,
+                dropped = dropped.fresh,
                 "spool over beacond_spool_max_bytes ({}); dropped its oldest events",
                 self.max_bytes
             );
@@ -543,7 +607,8 @@ impl Spool {
 
     /// What the size bound dropped since the last call (to report as an event).
     pub fn take_dropped(&mut self) -> Option<Dropped> {
-        (self.unreported.count > 0).then(|| std::mem::take(&mut self.unreported))
+        (self.unreported.count > 0 || self.unreported.reports > 0)
+            .then(|| std::mem::take(&mut self.unreported))
     }
 
     /// Up to `max` oldest unacknowledged records, from the cursor (not removed).
@@ -597,7 +662,11 @@ impl Spool {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::error!("spool {}: {e} at {}; skipping the rest", path.display(), off + pos as u64);
+                        tracing::error!(
+                            "spool {}: {e} at {}; skipping the rest",
+                            path.display(),
+                            off + pos as u64
+                        );
                         pos = (seg_bytes - off) as usize;
                         break;
                     }
@@ -695,7 +764,11 @@ impl Spool {
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         if self.dirty {
             if let Some(w) = &self.writer {
-                let path = self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+                let path = self
+                    .segments
+                    .last()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default();
                 w.sync_data().map_err(io_err(&path))?;
             }
             self.dirty = false;
@@ -735,7 +808,8 @@ mod tests {
     fn tmp(label: &str) -> PathBuf {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!("beacond-spool-{label}-{}-{n}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("beacond-spool-{label}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
@@ -750,7 +824,12 @@ mod tests {
     fn uids(b: &Batch) -> Vec<String> {
         b.records
             .iter()
-            .map(|r| r.event.data[UID_KEY].as_str().unwrap_or_default().to_owned())
+            .map(|r| {
+                r.event.data[UID_KEY]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -806,7 +885,10 @@ mod tests {
         drop(s);
         // Half a record, as a crash in the middle of a write would leave it.
         let rec = encode(6, &ev(5));
-        let mut f = OpenOptions::new().append(true).open(&seg).expect("open seg");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open seg");
         f.write_all(&rec[..rec.len() / 2]).expect("write");
         drop(f);
         let mut s = Spool::open(&dir, 1 << 20).expect("reopen");
@@ -836,12 +918,16 @@ mod tests {
         }
         assert!(s.bytes() <= 8192 + 2048, "spool bytes {}", s.bytes());
         let d = s.take_dropped().expect("dropped");
+        assert_eq!(d.count, d.fresh);
         assert!(s.take_dropped().is_none());
         let left = s.peek(usize::MAX).expect("peek");
         assert_eq!(d.count + left.records.len() as u64, total as u64);
         assert_eq!(s.pending(), left.records.len() as u64);
         assert_eq!(d.beacons.values().sum::<u64>(), d.count);
-        assert_eq!(d.first_uid.as_deref(), Some(format!("{}-1", s.id()).as_str()));
+        assert_eq!(
+            d.first.as_ref().map(|f| f.1.clone()),
+            Some(format!("{}-1", s.id()))
+        );
         // The oldest went: what is left is the newest, contiguous.
         assert_eq!(left.records[0].seq, d.count + 1);
         assert_eq!(left.last_seq, total as u64);

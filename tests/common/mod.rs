@@ -1,3 +1,5 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 pub mod beacond;
+pub mod faults;
+pub mod sink;
