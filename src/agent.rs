@@ -49,7 +49,12 @@ pub fn main(cli: Cli) -> ExitCode {
         for e in &errors {
             eprintln!("{e}");
         }
-        if errors.is_empty() {
+        // The spool / flood-control / status options of the normal mode.
+        let spool_problem = crate::spool::Options::from_minion(&ctx.minion).err();
+        if let Some(e) = &spool_problem {
+            eprintln!("{e}");
+        }
+        if errors.is_empty() && spool_problem.is_none() {
             let n = loaded.beacons.len();
             println!(
                 "configuration OK: {n} beacon(s), minion id '{}'",
@@ -57,7 +62,10 @@ pub fn main(cli: Cli) -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        eprintln!("{} problem(s) found", errors.len());
+        eprintln!(
+            "{} problem(s) found",
+            errors.len() + usize::from(spool_problem.is_some())
+        );
         return ExitCode::from(EXIT_INVALID);
     }
     for e in &errors {

@@ -264,3 +264,16 @@ fn a_thousand_reloads_leak_no_fds_and_no_memory() {
         end.1
     );
 }
+
+#[test]
+fn check_names_a_bad_spool_option() {
+    let cfg = ConfigDir::new("badspool", "beacond_rate_global: fast\n");
+    let out = common::beacond::run(cfg.path(), &["--check"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("beacond_rate_global"), "{}", out.stderr);
+    let ok = ConfigDir::new(
+        "goodspool",
+        "beacond_spool_max_bytes: 1048576\nbeacond_status_interval: 0\n",
+    );
+    assert_eq!(common::beacond::run(ok.path(), &["--check"]).code, 0);
+}

@@ -7,7 +7,8 @@
 //!   payload = `[seq: u64 LE][JSON {"b": beacon, "t": tag, "d": data}]`.
 //! - `ack`: JSON `{"acked": N, "ahead": [..]}`: every record with `seq <= N` was acknowledged by
 //!   a master, and so were the (few) seqs in `ahead` (new events sent ahead of a backlog).
-//!   Written to `ack.tmp`, fsynced, renamed over `ack`.
+//!   Written to `ack.tmp` and renamed over `ack` (atomic; not fsynced: after a power cut an
+//!   older pointer only means a resend). Segment data is fdatasynced once a second.
 //!
 //! Crash safety: a SIGKILL leaves at worst a torn last record, truncated on open; records are
 //! only skipped once the ack file says so, and the ack file is written after the master
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Header of one record: length and CRC-32.
@@ -308,7 +310,7 @@ impl Spool {
             }
             _ => {
                 let id = random_id();
-                write_atomic(&id_path, id.as_bytes())?;
+                write_atomic(&id_path, id.as_bytes(), true)?;
                 id
             }
         };
@@ -549,9 +551,11 @@ impl Spool {
         let Some(seg) = self.segments.last() else {
             return Ok(());
         };
+        // Events can be sensitive (logins, file changes): only root reads the spool.
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&seg.path)
             .map_err(io_err(&seg.path))?;
         self.writer = Some(f);
@@ -757,7 +761,7 @@ impl Spool {
     fn write_ack(&mut self) -> Result<(), SpoolError> {
         let ahead: Vec<Value> = self.ahead.iter().map(|s| Value::from(*s)).collect();
         let body = serde_json::json!({"acked": self.acked, "ahead": ahead});
-        write_atomic(&self.dir.join("ack"), body.to_string().as_bytes())
+        write_atomic(&self.dir.join("ack"), body.to_string().as_bytes(), false)
     }
 
     /// Flush written records to stable storage (power loss; a process crash needs no sync).
@@ -777,12 +781,22 @@ impl Spool {
     }
 }
 
-/// Write a file atomically: temp file, fsync, rename.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
+/// Write a file atomically: temp file, rename (a crash leaves the old or the new content).
+/// With `durable`, the data is fsynced first (power loss); the ack pointer is not: an older
+/// pointer after a power cut only means a resend (at least once), and it saves an fsync per batch.
+fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_data().map_err(io_err(&tmp))?;
+    if durable {
+        f.sync_data().map_err(io_err(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
@@ -847,6 +861,10 @@ mod tests {
         for i in 0..10 {
             s.append(ev(i)).expect("append");
         }
+        use std::os::unix::fs::PermissionsExt;
+        let seg = s.segments[0].path.clone();
+        let mode = fs::metadata(&seg).expect("segment").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the spool is private: {mode:o}");
         let b = s.peek(4).expect("peek");
         assert_eq!(b.records.len(), 4);
         let first = uids(&b);
