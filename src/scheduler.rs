@@ -405,3 +405,83 @@ async fn run_beacon(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+
+    /// A beacon that panics on its second evaluation.
+    struct Faulty(u32);
+
+    impl Beacon for Faulty {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            self.0 += 1;
+            if self.0 == 2 {
+                panic!("source exploded");
+            }
+            Ok(vec![Data::new()])
+        }
+    }
+
+    /// A beacon whose source keeps failing the same way.
+    struct Broken;
+
+    impl Beacon for Broken {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            Err(BeaconError::Message("no such file".into()))
+        }
+    }
+
+    fn config(name: &str) -> BeaconConfig {
+        let text = "- interval: 0.01\n";
+        let node = yaml::parse("t", text).ok().flatten().expect("yaml");
+        BeaconConfig::parse(name, node.pos.clone(), &node).expect("config")
+    }
+
+    fn context() -> Arc<BuildContext> {
+        let loaded = crate::config::load_dir(std::path::Path::new("/nonexistent"), false);
+        let mut minion = loaded.minion;
+        minion.id = "unit".into();
+        Arc::new(BuildContext::new(minion))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_beacon_sends_an_error_event_and_the_others_go_on() {
+        let ctx = context();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sched = Scheduler::new(ctx.clone(), tx);
+        let planned = vec![
+            Planned {
+                config: config("faulty"),
+                beacon: Box::new(Faulty(0)),
+            },
+            Planned {
+                config: config("broken"),
+                beacon: Box::new(Broken),
+            },
+        ];
+        sched.apply(ctx, planned);
+        let supervisor = tokio::spawn(async move { while sched.supervise().await {} });
+        let mut panicked = None;
+        let mut broken_errors = 0;
+        let mut faulty_ok = 0;
+        while panicked.is_none() || faulty_ok < 1 {
+            let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("events keep coming")
+                .expect("channel open");
+            match (ev.tag.as_str(), ev.data.get("error")) {
+                ("salt/beacon/unit/faulty/", Some(e)) => panicked = Some(e.clone()),
+                ("salt/beacon/unit/faulty/", None) => faulty_ok += 1,
+                ("salt/beacon/unit/broken/", Some(_)) => broken_errors += 1,
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        let message = panicked.and_then(|v| v.as_str().map(str::to_owned));
+        assert_eq!(message.as_deref(), Some("beacon panicked: source exploded"));
+        // The same error again and again is reported once, not once per evaluation.
+        assert_eq!(broken_errors, 1);
+        supervisor.abort();
+    }
+}

@@ -45,7 +45,11 @@ impl Identity {
     /// Load `minion.pem`/`minion.pub` from `pki_dir`, or create a `keysize`-bit pair as
     /// salt-minion does (pem 0400, pub 0644). Refuses a private key that group or others can
     /// access.
-    pub fn load_or_create(id: &str, pki_dir: &Path, keysize: usize) -> Result<Self, TransportError> {
+    pub fn load_or_create(
+        id: &str,
+        pki_dir: &Path,
+        keysize: usize,
+    ) -> Result<Self, TransportError> {
         let pem_path = pki_dir.join("minion.pem");
         let pub_path = pki_dir.join("minion.pub");
         if !pki_dir.exists() {
@@ -195,8 +199,14 @@ pub fn sign_in_request(
         (Value::from("cmd"), Value::from("_auth")),
         (Value::from("id"), Value::from(ident.id.as_str())),
         (Value::from("nonce"), Value::from(nonce.as_str())),
-        (Value::from("enc_algo"), Value::from(settings.enc_algo.name())),
-        (Value::from("sig_algo"), Value::from(settings.sig_algo.name())),
+        (
+            Value::from("enc_algo"),
+            Value::from(settings.enc_algo.name()),
+        ),
+        (
+            Value::from("sig_algo"),
+            Value::from(settings.sig_algo.name()),
+        ),
     ];
     let mut token = None;
     if let Some(mp) = master_pub {
@@ -396,20 +406,23 @@ pub fn handle_sign_in_reply(
             });
         }
     }
-    let aes = Crypticle::from_key_string(&aes_key)
-        .map_err(|e| proto(format!("aes key: {e}")))?;
+    let aes = Crypticle::from_key_string(&aes_key).map_err(|e| proto(format!("aes key: {e}")))?;
     let (session, version) = match get(&payload, "session").and_then(bytes_of) {
         Some(s) => {
             let plain = ident
                 .decrypt(settings.enc_algo, s)
                 .map_err(|e| proto(format!("cannot decrypt the session key: {e}")))?;
             (
-                Crypticle::from_key_string(&plain).map_err(|e| proto(format!("session key: {e}")))?,
+                Crypticle::from_key_string(&plain)
+                    .map_err(|e| proto(format!("session key: {e}")))?,
                 3,
             )
         }
         None => {
-            debug!(master, "master hands out no session key; speaking protocol version 2");
+            debug!(
+                master,
+                "master hands out no session key; speaking protocol version 2"
+            );
             (aes.clone(), 2)
         }
     };

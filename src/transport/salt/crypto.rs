@@ -166,7 +166,12 @@ impl Crypticle {
     }
 
     /// `dumps` with a fixed IV, for byte-for-byte comparison with Salt.
-    pub fn dumps_with_iv(&self, value: &rmpv::Value, nonce: Option<&str>, iv: &[u8; 16]) -> Vec<u8> {
+    pub fn dumps_with_iv(
+        &self,
+        value: &rmpv::Value,
+        nonce: Option<&str>,
+        iv: &[u8; 16],
+    ) -> Vec<u8> {
         self.encrypt_with_iv(&Self::plain(value, nonce), iv)
     }
 
@@ -512,8 +517,8 @@ mod tests {
 
     #[test]
     fn crypticle_round_trip_and_tamper() {
-        let c = Crypticle::from_key_string(Crypticle::generate_key_string().as_bytes())
-            .expect("key");
+        let c =
+            Crypticle::from_key_string(Crypticle::generate_key_string().as_bytes()).expect("key");
         for len in [0usize, 1, 15, 16, 17, 1000] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let enc = c.encrypt(&data);
@@ -522,7 +527,10 @@ mod tests {
             bad[20] ^= 1;
             assert!(matches!(c.decrypt(&bad), Err(CryptoError::HmacMismatch)));
         }
-        assert!(matches!(c.decrypt(b"bad load"), Err(CryptoError::Truncated)));
+        assert!(matches!(
+            c.decrypt(b"bad load"),
+            Err(CryptoError::Truncated)
+        ));
         assert!(Crypticle::from_key_string(b"c2hvcnQ=").is_err());
     }
 
@@ -544,7 +552,10 @@ mod tests {
         let f = pem_finger(pem, "sha256").expect("finger");
         assert_eq!(f, {
             let d = Sha256::digest(b"AAAA\nBBBB\n");
-            d.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+            d.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
         });
         assert!(pem_finger(pem, "md5").is_err());
     }

@@ -86,7 +86,11 @@ pub async fn forward(opts: MinionOpts, rx: Receiver<Event>) {
 
 /// [`forward`] with a given master set and backlog. Returns the backlog at the end (the
 /// events it still holds were not delivered).
-pub async fn forward_with<B: Backlog>(mut masters: Masters, mut rx: Receiver<Event>, mut backlog: B) -> B {
+pub async fn forward_with<B: Backlog>(
+    mut masters: Masters,
+    mut rx: Receiver<Event>,
+    mut backlog: B,
+) -> B {
     let mut open = true;
     let mut dropped_total = 0usize;
     let mut failures = 0u32;
@@ -105,7 +109,11 @@ pub async fn forward_with<B: Backlog>(mut masters: Masters, mut rx: Receiver<Eve
             dropped_total += backlog.push(ev);
         }
         if dropped_total > 0 {
-            warn!(dropped = dropped_total, kept = backlog.len(), "event backlog full; dropped the oldest events");
+            warn!(
+                dropped = dropped_total,
+                kept = backlog.len(),
+                "event backlog full; dropped the oldest events"
+            );
             dropped_total = 0;
         }
         let batch = backlog.peek(MAX_BATCH);

@@ -58,7 +58,9 @@ pub enum TransportError {
     BadSignature { master: String, what: String },
     #[error("master {master} refused: {reason}")]
     Refused { master: String, reason: String },
-    #[error("master {master} has not accepted this minion's key yet (on the master: salt-key -a {id})")]
+    #[error(
+        "master {master} has not accepted this minion's key yet (on the master: salt-key -a {id})"
+    )]
     Pending { master: String, id: String },
     #[error("master {master} rejected this minion's key (it is in minions_rejected or another key is accepted for {id})")]
     Rejected { master: String, id: String },
@@ -123,7 +125,9 @@ fn flag(opts: &MinionOpts, key: &str, default: bool) -> bool {
     match opts.setting(key) {
         Some(Json::Bool(b)) => *b,
         Some(Json::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Json::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1"),
+        Some(Json::String(s)) => {
+            matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1")
+        }
         _ => default,
     }
 }
@@ -175,14 +179,18 @@ impl Settings {
         if acceptance_wait_max < acceptance_wait {
             acceptance_wait_max = acceptance_wait;
         }
-        let recon_default = Duration::from_millis(num(opts, "recon_default").unwrap_or(1000.0).max(10.0) as u64);
-        let recon_max = Duration::from_millis(num(opts, "recon_max").unwrap_or(10000.0).max(10.0) as u64).max(recon_default);
+        let recon_default =
+            Duration::from_millis(num(opts, "recon_default").unwrap_or(1000.0).max(10.0) as u64);
+        let recon_max =
+            Duration::from_millis(num(opts, "recon_max").unwrap_or(10000.0).max(10.0) as u64)
+                .max(recon_default);
         let keysize = num(opts, "keysize").unwrap_or(2048.0) as usize;
         Ok(Settings {
             master_type,
             auth,
             auth_timeout: secs(opts, "auth_timeout", 5.0).max(Duration::from_millis(100)),
-            request_timeout: secs(opts, "request_channel_timeout", 60.0).max(Duration::from_millis(100)),
+            request_timeout: secs(opts, "request_channel_timeout", 60.0)
+                .max(Duration::from_millis(100)),
             acceptance_wait,
             acceptance_wait_max,
             recon_default,
@@ -232,7 +240,10 @@ impl std::fmt::Debug for Masters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Masters")
             .field("id", &self.ident.id)
-            .field("masters", &self.links.iter().map(|l| l.name()).collect::<Vec<_>>())
+            .field(
+                "masters",
+                &self.links.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -303,7 +314,11 @@ impl Masters {
         }
         if delivered > 0 {
             if !errors.is_empty() {
-                tracing::debug!(delivered, missed = errors.len(), "events delivered to some masters only");
+                tracing::debug!(
+                    delivered,
+                    missed = errors.len(),
+                    "events delivered to some masters only"
+                );
             }
             return Ok(());
         }
@@ -457,6 +472,8 @@ mod tests {
         assert_eq!(s.acceptance_wait_max, Duration::from_secs(4));
         assert_eq!(s.auth.sig_algo, SigAlgo::Pkcs1v15Sha224);
         assert!(Settings::from_opts(&opts(serde_json::json!({"master_type": "func"}))).is_err());
-        assert!(Settings::from_opts(&opts(serde_json::json!({"encryption_algorithm": "RSA"}))).is_err());
+        assert!(
+            Settings::from_opts(&opts(serde_json::json!({"encryption_algorithm": "RSA"}))).is_err()
+        );
     }
 }

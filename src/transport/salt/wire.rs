@@ -68,7 +68,10 @@ fn raw(out: &mut Vec<u8>, b: &[u8]) {
 pub fn unpack(mut data: &[u8]) -> Result<Value, String> {
     let v = rmpv::decode::read_value(&mut data).map_err(|e| e.to_string())?;
     if !data.is_empty() {
-        return Err(format!("{} trailing bytes after the msgpack value", data.len()));
+        return Err(format!(
+            "{} trailing bytes after the msgpack value",
+            data.len()
+        ));
     }
     Ok(v)
 }
@@ -111,9 +114,11 @@ pub fn to_json(v: &Value) -> Json {
         }
         Value::F32(f) => Json::from(f64::from(*f)),
         Value::F64(f) => Json::from(*f),
-        Value::String(s) => Json::String(s.as_str().map(str::to_owned).unwrap_or_else(|| {
-            String::from_utf8_lossy(s.as_bytes()).into_owned()
-        })),
+        Value::String(s) => Json::String(
+            s.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        ),
         Value::Binary(b) => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
         Value::Array(a) => Json::Array(a.iter().map(to_json).collect()),
         Value::Map(m) => Json::Object(
@@ -133,7 +138,12 @@ pub fn to_json(v: &Value) -> Json {
 
 /// Build a msgpack map from (key, value) pairs, keeping their order.
 pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Value {
-    Value::Map(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+    Value::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
 }
 
 /// Look up a string key in a msgpack map.

@@ -279,7 +279,9 @@ impl ReqSocket {
         }
         // A REQ socket strips the envelope up to and including the empty delimiter.
         let Some(delim) = parts.iter().position(|p| p.is_empty()) else {
-            return Err(ZmtpError::Protocol("reply without the REQ delimiter".into()));
+            return Err(ZmtpError::Protocol(
+                "reply without the REQ delimiter".into(),
+            ));
         };
         let mut rest = parts.split_off(delim + 1);
         match rest.len() {
