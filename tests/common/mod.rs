@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 pub mod beacond;
 pub mod faults;
+pub mod salt;
 pub mod sink;

@@ -80,12 +80,16 @@ impl MasterLink {
 
     fn backing_off(&self) -> Option<TransportError> {
         match self.retry_at {
-            Some(t) if Instant::now() < t => Some(self.last_error.clone().unwrap_or_else(|| {
-                TransportError::Unreachable {
-                    master: self.name.clone(),
-                    reason: "backing off".into(),
-                }
-            })),
+            Some(t) if Instant::now() < t => {
+                Some(
+                    self.last_error
+                        .clone()
+                        .unwrap_or_else(|| TransportError::Unreachable {
+                            master: self.name.clone(),
+                            reason: "backing off".into(),
+                        }),
+                )
+            }
             _ => None,
         }
     }
@@ -166,8 +170,7 @@ impl MasterLink {
             let reply = self
                 .request(&wire::pack(&envelope), deadline, settings.request_timeout)
                 .await?;
-            let outer =
-                wire::unpack(&reply).map_err(|e| self.proto(format!("reply: {e}")))?;
+            let outer = wire::unpack(&reply).map_err(|e| self.proto(format!("reply: {e}")))?;
             // Salt packs the encrypted reply as a raw msgpack str; a master that could not
             // decrypt our load answers with a plain text such as "bad load" instead.
             let Some(raw) = wire::bytes_of(&outer) else {
@@ -219,18 +222,19 @@ impl MasterLink {
         settings: &Settings,
     ) -> Result<(), TransportError> {
         let cached = auth::cached_master_pub(ident)?;
-        let (req, nonce, token) =
-            auth::sign_in_request(ident, &settings.auth, cached.as_ref().map(|(_, k)| k))?;
+        let req = auth::sign_in_request(ident, &settings.auth, cached.as_ref().map(|(_, k)| k))?;
         let deadline = Instant::now() + settings.auth_timeout;
         let t0 = std::time::Instant::now();
-        let reply = self.request(&req, deadline, settings.auth_timeout).await?;
+        let reply = self
+            .request(&req.packed, deadline, settings.auth_timeout)
+            .await?;
         let outcome = auth::handle_sign_in_reply(
             ident,
             &settings.auth,
             &self.name,
             &reply,
-            &nonce,
-            token.as_deref(),
+            &req.nonce,
+            req.token.as_deref(),
             cached.as_ref(),
         );
         if outcome.is_err() {
@@ -378,7 +382,8 @@ impl MasterLink {
             self.accept_wait = settings.acceptance_wait;
         }
         let changed = state != self.state
-            || self.last_error.as_ref().map(std::mem::discriminant) != Some(std::mem::discriminant(e));
+            || self.last_error.as_ref().map(std::mem::discriminant)
+                != Some(std::mem::discriminant(e));
         if changed {
             match state {
                 LinkState::Pending => warn!(
@@ -388,7 +393,9 @@ impl MasterLink {
                     match e { TransportError::Pending { id, .. } => id.as_str(), _ => "" },
                     wait.as_secs_f64()
                 ),
-                LinkState::Down => warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name),
+                LinkState::Down => {
+                    warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name)
+                }
                 _ => error!(master = %self.name, error = %e, "{e}"),
             }
         }

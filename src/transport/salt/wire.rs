@@ -59,8 +59,19 @@ fn write(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// Old-spec raw: with `use_bin_type=False` msgpack-python never writes str8 (0xd9), only
+/// fixstr, str16 and str32.
 fn raw(out: &mut Vec<u8>, b: &[u8]) {
-    rmp::encode::write_str_len(out, b.len() as u32).ok();
+    let n = b.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
     out.extend_from_slice(b);
 }
 
