@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = wire::unpack(data) {
         let _ = wire::to_json(&v);
         if let Some(raw) = wire::bytes_of(&v) {
-            let _ = f.crypticle.loads(raw, Some("0123456789abcdef0123456789abcdef"));
+            let _ = f
+                .crypticle
+                .loads(raw, Some("0123456789abcdef0123456789abcdef"));
         }
     }
     let _ = f.crypticle.loads(data, None);
