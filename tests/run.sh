@@ -15,6 +15,8 @@ for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm
   cmd=${spec%%:*}; pkg=${spec#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+# The service beacon's D-Bus tests run a systemd stand-in written with dbus-python.
+/usr/bin/python3 -c 'import dbus, gi' >/dev/null 2>&1 || need_pkgs+=(python3-dbus python3-gi)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
