@@ -16,9 +16,6 @@
 
 mod common;
 use common::faults::*;
-use common::salt::{require_salt, EventStream, Master, MasterOptions};
-use serde_json::Value;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -39,29 +36,15 @@ fn beacons(fixture: &str, burst: bool) -> String {
     s
 }
 
-/// Every event seen on the master's bus, across its restart (one stream per master run).
-#[derive(Default)]
-struct Bus {
-    streams: Vec<EventStream>,
-    seen: Vec<Value>,
-}
-
-impl Bus {
-    fn pump(&mut self) {
-        for s in &self.streams {
-            self.seen.extend(s.drain());
-        }
-    }
-}
-
-fn count_for(bus: &RefCell<Bus>, id: &str) -> usize {
+fn count_for(seen: &Seen, id: &str) -> usize {
     let prefix = format!("salt/beacon/{id}/");
-    let mut b = bus.borrow_mut();
-    b.pump();
-    b.seen
-        .iter()
-        .filter(|e| e["tag"].as_str().is_some_and(|t| t.starts_with(&prefix)))
-        .count()
+    seen.lock()
+        .map(|s| {
+            s.iter()
+                .filter(|e| e["tag"].as_str().is_some_and(|t| t.starts_with(&prefix)))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn wait_until(timeout: Duration, what: &str, f: impl Fn() -> bool) {
@@ -74,23 +57,22 @@ fn wait_until(timeout: Duration, what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn outages_and_crashes_lose_nothing() {
-    let Some(_venv) = require_salt("3007") else {
+    let Some(venv) = require_salt("3007") else {
         return;
     };
     let root = common::beacond::TempDir::new("faults");
     let fixture = common::beacond::repo().join("tests/fixtures/proc-high");
     let fixture = fixture.display().to_string();
-    let mut master = Master::start("3007", MasterOptions::default());
-    let bus = RefCell::new(Bus::default());
-    bus.borrow_mut().streams.push(master.events("salt/beacon/"));
-    let seen = &bus;
+    let mut master = Master::start(&venv, &root.join("master"));
+    let l1 = master.listen("salt/beacon/");
+    let seen = l1.seen.clone();
 
     let extra = format!(
         "beacond_rate_per_beacon: 0\nbeacond_rate_global: 0\nbeacond_flush_timeout: 90\n\
          beacond_replay_batch: {BATCH}\nbeacond_replay_rate: 500\nbeacond_status_interval: 0"
     );
     let names = ["steady", "burst", "crash", "both"];
-    let gates: Vec<Gate> = names.iter().map(|_| Gate::new(master.ret_port())).collect();
+    let gates: Vec<Gate> = names.iter().map(|_| Gate::new(master.ret_port)).collect();
     let mut minions: Vec<Minion> = names
         .iter()
         .zip(&gates)
@@ -112,12 +94,12 @@ fn outages_and_crashes_lose_nothing() {
         wait_until(
             Duration::from_secs(60),
             &format!("first events of {}", m.id),
-            || count_for(seen, &m.id) > 0,
+            || count_for(&seen, &m.id) > 0,
         );
     }
     // `crash`: SIGKILL mid-burst (hundreds of events on the bus already), restart.
     wait_until(Duration::from_secs(30), "burst reaching the master", || {
-        count_for(seen, &minions[2].id) > 300
+        count_for(&seen, &minions[2].id) > 300
     });
     minions[2].kill();
     minions[2].start();
@@ -131,7 +113,7 @@ fn outages_and_crashes_lose_nothing() {
     // Let the listener read what the master published before it goes.
     std::thread::sleep(Duration::from_secs(1));
     master.stop();
-    bus.borrow_mut().pump();
+    drop(l1);
     let down = Instant::now();
     // `both`: SIGKILL during the outage, mid-burst, and restart.
     std::thread::sleep(Duration::from_secs(3));
@@ -145,18 +127,17 @@ fn outages_and_crashes_lose_nothing() {
     }
     std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
     master.start_again();
-    // Subscribed before the gates open: every event the restarted master fires is seen.
-    bus.borrow_mut().streams.push(master.events("salt/beacon/"));
+    let l2 = l1_resubscribe(&master, &seen);
     for g in &gates {
         g.open();
     }
     // Everything flows again; then every minion stops and flushes its spool.
     for m in &minions {
-        let before = count_for(seen, &m.id);
+        let before = count_for(&seen, &m.id);
         wait_until(
             Duration::from_secs(60),
             &format!("{} delivering after the outage", m.id),
-            || count_for(seen, &m.id) > before,
+            || count_for(&seen, &m.id) > before,
         );
     }
     for m in &mut minions {
@@ -176,15 +157,14 @@ fn outages_and_crashes_lose_nothing() {
         let prefix = format!("salt/beacon/{}/", m.id);
         let tally = || -> BTreeMap<u64, u32> {
             let mut t = BTreeMap::new();
-            let mut b = seen.borrow_mut();
-            b.pump();
-            for e in b
-                .seen
-                .iter()
-                .filter(|e| e["tag"].as_str().is_some_and(|t| t.starts_with(&prefix)))
-            {
-                if let Some((_, seq)) = uid_seq(e) {
-                    *t.entry(seq).or_insert(0) += 1;
+            if let Ok(s) = seen.lock() {
+                for e in s
+                    .iter()
+                    .filter(|e| e["tag"].as_str().is_some_and(|t| t.starts_with(&prefix)))
+                {
+                    if let Some((_, seq)) = uid_seq(e) {
+                        *t.entry(seq).or_insert(0) += 1;
+                    }
                 }
             }
             t
@@ -233,5 +213,26 @@ fn outages_and_crashes_lose_nothing() {
             ));
         }
     }
+    drop(l2);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn l1_resubscribe(master: &Master, seen: &Seen) -> Listener {
+    // A new listener on the restarted master, adding to the same list.
+    let l = master.listen("salt/beacon/");
+    let into = seen.clone();
+    let from = l.seen.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let moved: Vec<_> = match from.lock() {
+            Ok(mut f) => f.drain(..).collect(),
+            Err(_) => return,
+        };
+        if !moved.is_empty() {
+            if let Ok(mut i) = into.lock() {
+                i.extend(moved);
+            }
+        }
+    });
+    l
 }

@@ -1,6 +1,6 @@
-//! Fault-injection helpers (the salt-master itself comes from `common::salt`): a TCP gate
-//! between beacond and the master (to hold traffic back while a restarted master's listener
-//! subscribes), and beacond in its normal (master) mode.
+//! Fault-injection helpers: a real salt-master driven through `tests/salt/master.py`, a
+//! listener on its event bus, a TCP gate between beacond and the master (to hold traffic back
+//! while a restarted master's listener subscribes), and beacond in its normal (master) mode.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -11,6 +11,169 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The venv of a Salt series made by `tests/salt/setup.sh`, or `None` (skip) with
+/// `BEACOND_SKIP_SALT=1`; panics otherwise.
+pub fn require_salt(series: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("BEACOND_SALT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/beacond/salt"))
+        })?;
+    let venv = base.join(series);
+    if venv.join(".beacond-ready").is_file() && venv.join("bin/python").exists() {
+        return Some(venv);
+    }
+    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
+        eprintln!("skipped: Salt {series} not installed and BEACOND_SKIP_SALT=1");
+        return None;
+    }
+    panic!(
+        "Salt {series} venv not found at {}: run tests/salt/setup.sh {series}, or set BEACOND_SKIP_SALT=1",
+        venv.display()
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn master_py() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/salt/master.py")
+}
+
+/// A salt-master under a temp root; stopped on drop.
+pub struct Master {
+    python: PathBuf,
+    pub root: PathBuf,
+    pub ret_port: u16,
+    pub publish_port: u16,
+    running: bool,
+}
+
+impl Master {
+    pub fn start(venv: &Path, root: &Path) -> Master {
+        let mut m = Master {
+            python: venv.join("bin/python"),
+            root: root.to_owned(),
+            ret_port: free_port(),
+            publish_port: free_port(),
+            running: false,
+        };
+        m.start_again();
+        m
+    }
+
+    /// Start (again) with the same root, keys and ports.
+    pub fn start_again(&mut self) {
+        let out = Command::new(&self.python)
+            .arg(master_py())
+            .args(["start", "--root"])
+            .arg(&self.root)
+            .args(["--ret-port", &self.ret_port.to_string()])
+            .args(["--publish-port", &self.publish_port.to_string()])
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run master.py start");
+        assert!(
+            out.status.success(),
+            "master did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new(&self.python)
+            .arg(master_py())
+            .args(["stop", "--root"])
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .output();
+        self.running = false;
+    }
+
+    /// Subscribe to the event bus (returns once subscribed).
+    pub fn listen(&self, prefix: &str) -> Listener {
+        Listener::start(&self.python, &self.root, prefix)
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if self.running {
+            self.stop();
+        }
+    }
+}
+
+/// Events seen on a master's bus, in arrival order (shared by several listeners).
+pub type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// `master.py events` running in the background.
+pub struct Listener {
+    child: Child,
+    pub seen: Seen,
+}
+
+impl Listener {
+    fn start(python: &Path, root: &Path, prefix: &str) -> Listener {
+        Self::start_into(python, root, prefix, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn start_into(python: &Path, root: &Path, prefix: &str, seen: Seen) -> Listener {
+        let mut child = Command::new(python)
+            .arg(master_py())
+            .args(["events", "--root"])
+            .arg(root)
+            .args(["--tag-prefix", prefix, "--timeout", "1800"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("master.py events");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Ok(mut s) = sink.lock() {
+                        s.push(v);
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("event listener did not subscribe within 60 s");
+        Listener { child, seen }
+    }
+
+    /// Another listener adding to the same list (after a master restart).
+    pub fn resubscribe(&self, master: &Master, prefix: &str) -> Listener {
+        Self::start_into(&master.python, &master.root, prefix, self.seen.clone())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A TCP gate in front of the master's request port: open, it forwards; closed, it cuts every
 /// connection and refuses new ones (accepts and closes at once).
