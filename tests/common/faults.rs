@@ -401,6 +401,16 @@ impl Drop for Minion {
     }
 }
 
+/// The running agent's ack pointer (`acked` in the spool's `ack` file, replaced by rename):
+/// every seq up to it was acknowledged by the master.
+pub fn acked_now(m: &Minion) -> u64 {
+    std::fs::read_to_string(m.spool_dir().join("ack"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["acked"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The sequence number of a `beacond_uid` (`<spool id>-<seq>`).
 pub fn uid_seq(ev: &Value) -> Option<(String, u64)> {
     let uid = ev["data"]["beacond_uid"].as_str()?;
