@@ -23,7 +23,12 @@ fn event(i: usize) -> Event {
 }
 
 fn main() {
-    let n = 200_000;
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke test.
+    let n = if std::env::args().any(|a| a == "--bench") {
+        200_000
+    } else {
+        2_000
+    };
     let dir = std::env::temp_dir().join(format!("beacond-bench-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut spool = Spool::open(&dir, 256 << 20).expect("spool");
