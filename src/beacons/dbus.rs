@@ -282,7 +282,7 @@ impl Conn {
 }
 
 fn pad(b: &mut Vec<u8>, align: usize, base: usize) {
-    while (b.len() + base) % align != 0 {
+    while !(b.len() + base).is_multiple_of(align) {
         b.push(0);
     }
 }

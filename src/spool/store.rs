@@ -832,7 +832,7 @@ mod tests {
         let mut d = Map::new();
         d.insert("n".into(), Value::from(i));
         d.insert("pad".into(), Value::from("x".repeat(100)));
-        Event::from_beacon("m1", if i % 2 == 0 { "even" } else { "odd" }, d)
+        Event::from_beacon("m1", if i.is_multiple_of(2) { "even" } else { "odd" }, d)
     }
 
     fn uids(b: &Batch) -> Vec<String> {
