@@ -1,4 +1,5 @@
-//! Small shared pieces for the file-following beacons (`log`, `journald`, `users`): a
+//! Small shared pieces for the file-following beacons (`btmp`, `wtmp`, `selinux`, `log`,
+//! `journald`, `users`, `pkg`): a
 //! non-blocking inotify instance awaited through tokio, and durable JSON state files under
 //! `BuildContext::state_dir` written atomically (temp file + rename).
 
@@ -101,6 +102,14 @@ impl Inotify {
         // The caller drains everything right after; new events re-arm the edge.
         guard.clear_ready();
         Ok(())
+    }
+
+    /// Wait until events are queued, then return them all (an empty list after a spurious
+    /// wake-up). Readiness is cleared before draining, so an event that arrives meanwhile
+    /// re-arms it instead of being left unnoticed.
+    pub async fn wait(&mut self) -> io::Result<Vec<WatchEvent>> {
+        self.readable().await?;
+        self.drain()
     }
 
     /// Read every queued event without blocking.

@@ -23,7 +23,6 @@ pub mod memusage;
 pub(crate) mod netlink;
 pub mod network_info;
 pub mod network_settings;
-pub mod notify;
 pub mod pkg;
 pub mod proc_connector;
 pub mod ps;

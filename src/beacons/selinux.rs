@@ -13,7 +13,7 @@
 //! (default `/var/run/utmp`). The config file's directory is watched with inotify; selinuxfs
 //! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
 
-use super::notify::Inotify;
+use super::fswatch::Inotify;
 use super::utmp::{self, USER_PROCESS};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};

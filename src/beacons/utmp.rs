@@ -11,7 +11,7 @@
 //! fields under their own names: `ut_session`, `tv_sec`, `tv_usec`, `timestamp` (RFC 3339, UTC)
 //! and `ip` (from `ut_addr_v6`).
 
-use super::notify::Inotify;
+use super::fswatch::Inotify;
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
@@ -825,9 +825,9 @@ impl Beacon for LoginBeacon {
                     .wait()
                     .await
                     .map_err(|e| BeaconError::io(&self.file, e))?;
-                let relevant = events
-                    .iter()
-                    .any(|e| e.mask & libc::IN_Q_OVERFLOW != 0 || Some(&e.name) == name.as_ref());
+                let relevant = events.iter().any(|e| {
+                    e.overflow() || (e.name.is_some() && e.name.as_ref() == name.as_ref())
+                });
                 if relevant {
                     return Ok(());
                 }
