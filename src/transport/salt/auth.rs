@@ -187,13 +187,20 @@ pub enum SignIn {
     Full,
 }
 
+/// A packed `_auth` request and what its reply must echo.
+pub struct SignInRequest {
+    pub packed: Vec<u8>,
+    pub nonce: String,
+    /// The random token encrypted to the cached master key, if one was sent.
+    pub token: Option<Vec<u8>>,
+}
+
 /// The clear `_auth` request (`AsyncAuth.minion_sign_in_payload` in `channel.send` framing).
-/// Returns the packed request, our nonce and the token we sent, if any.
 pub fn sign_in_request(
     ident: &Identity,
     settings: &AuthSettings,
     master_pub: Option<&PublicKey>,
-) -> Result<(Vec<u8>, String, Option<Vec<u8>>), TransportError> {
+) -> Result<SignInRequest, TransportError> {
     let nonce = crypto::uuid4_hex();
     let mut load = vec![
         (Value::from("cmd"), Value::from("_auth")),
@@ -223,7 +230,11 @@ pub fn sign_in_request(
         ("load", Value::Map(load)),
         ("version", Value::from(3)),
     ]);
-    Ok((wire::pack(&envelope), nonce, token))
+    Ok(SignInRequest {
+        packed: wire::pack(&envelope),
+        nonce,
+        token,
+    })
 }
 
 /// Read the cached master key, if there is one.
@@ -317,6 +328,14 @@ pub fn handle_sign_in_reply(
     };
     if let Some(k) = verifier {
         if !k.verify(settings.sig_algo, signed, sig) {
+            if new_master_pub.is_none() && cached.is_some() {
+                // Not signed by the key we cached: another master (or someone in between)
+                // answers on this address.
+                return Err(TransportError::MasterKeyChanged {
+                    master: master.to_owned(),
+                    path: ident.master_pub_path(),
+                });
+            }
             return Err(TransportError::BadSignature {
                 master: master.to_owned(),
                 what: "auth reply".into(),

@@ -171,27 +171,31 @@ impl MasterLink {
                 .request(&wire::pack(&envelope), deadline, settings.request_timeout)
                 .await?;
             let outer = wire::unpack(&reply).map_err(|e| self.proto(format!("reply: {e}")))?;
-            let complaint = match &outer {
-                Value::Binary(b) => match crypticle.loads(b, Some(&nonce)) {
-                    Ok(Value::Nil) => return Ok(()),
-                    Ok(other) => {
-                        return Err(TransportError::NotAcknowledged {
-                            master: self.name.clone(),
-                            reply: wire::to_json(&other).to_string(),
-                        })
-                    }
-                    Err(CryptoError::NonceMismatch) => {
-                        // Never accept a reply that is not for this request.
-                        self.sock = None;
-                        return Err(TransportError::BadSignature {
-                            master: self.name.clone(),
-                            what: "reply nonce".into(),
-                        });
-                    }
-                    Err(e) => e.to_string(),
+            // Salt packs the encrypted reply as a raw msgpack str; a master that could not
+            // decrypt our load answers with a plain text such as "bad load" instead.
+            let Some(raw) = wire::bytes_of(&outer) else {
+                return Err(self.proto(format!("unexpected reply {}", wire::to_json(&outer))));
+            };
+            let complaint = match crypticle.loads(raw, Some(&nonce)) {
+                Ok(Value::Nil) => return Ok(()),
+                Ok(other) => {
+                    return Err(TransportError::NotAcknowledged {
+                        master: self.name.clone(),
+                        reply: wire::to_json(&other).to_string(),
+                    })
+                }
+                Err(CryptoError::NonceMismatch) => {
+                    // Never accept a reply that is not for this request.
+                    self.sock = None;
+                    return Err(TransportError::BadSignature {
+                        master: self.name.clone(),
+                        what: "reply nonce".into(),
+                    });
+                }
+                Err(e) => match std::str::from_utf8(raw) {
+                    Ok(text) if text.len() < 200 => format!("{text:?}"),
+                    _ => e.to_string(),
                 },
-                Value::String(s) => s.as_str().unwrap_or("?").to_owned(),
-                other => format!("unexpected reply {}", wire::to_json(other)),
             };
             if attempt == 0 {
                 info!(
@@ -218,18 +222,19 @@ impl MasterLink {
         settings: &Settings,
     ) -> Result<(), TransportError> {
         let cached = auth::cached_master_pub(ident)?;
-        let (req, nonce, token) =
-            auth::sign_in_request(ident, &settings.auth, cached.as_ref().map(|(_, k)| k))?;
+        let req = auth::sign_in_request(ident, &settings.auth, cached.as_ref().map(|(_, k)| k))?;
         let deadline = Instant::now() + settings.auth_timeout;
         let t0 = std::time::Instant::now();
-        let reply = self.request(&req, deadline, settings.auth_timeout).await?;
+        let reply = self
+            .request(&req.packed, deadline, settings.auth_timeout)
+            .await?;
         let outcome = auth::handle_sign_in_reply(
             ident,
             &settings.auth,
             &self.name,
             &reply,
-            &nonce,
-            token.as_deref(),
+            &req.nonce,
+            req.token.as_deref(),
             cached.as_ref(),
         );
         if outcome.is_err() {

@@ -5,7 +5,7 @@
 //! [`MemQueue`]: `forward_with` only pushes what arrives, asks for the oldest batch, and
 //! acknowledges what a master confirmed.
 
-use super::Masters;
+use super::{Masters, TransportError};
 use crate::config::minion::MinionOpts;
 use crate::event::Event;
 use std::collections::VecDeque;
@@ -18,6 +18,18 @@ use tracing::{error, info, warn};
 pub const MAX_BATCH: usize = 500;
 /// Events kept in memory while no master takes them; the oldest go first beyond this.
 pub const MEM_QUEUE_MAX: usize = 10_000;
+/// A batch that the master decrypted and answered, but without the acknowledgement, this
+/// many times in a row is dropped (with an error) so that it cannot block every later event.
+pub const MAX_REFUSALS: u32 = 3;
+
+/// The master processed the request and answered something else than the acknowledgement.
+fn is_refusal(e: &TransportError) -> bool {
+    match e {
+        TransportError::NotAcknowledged { .. } => true,
+        TransportError::AllMasters(all) => !all.is_empty() && all.iter().all(is_refusal),
+        _ => false,
+    }
+}
 
 /// Undelivered events, oldest first.
 pub trait Backlog {
@@ -94,6 +106,7 @@ pub async fn forward_with<B: Backlog>(
     let mut open = true;
     let mut dropped_total = 0usize;
     let mut failures = 0u32;
+    let mut refusals = 0u32;
     loop {
         if backlog.is_empty() {
             if !open {
@@ -124,9 +137,25 @@ pub async fn forward_with<B: Backlog>(
                     info!(backlog = backlog.len(), "delivering events again");
                 }
                 failures = 0;
+                refusals = 0;
             }
             Err(e) => {
                 failures += 1;
+                if is_refusal(&e) {
+                    refusals += 1;
+                    if refusals >= MAX_REFUSALS {
+                        error!(
+                            events = batch.len(),
+                            error = %e,
+                            "the master refused this batch {refusals} times; dropping it"
+                        );
+                        backlog.ack(batch.len());
+                        refusals = 0;
+                        continue;
+                    }
+                } else {
+                    refusals = 0;
+                }
                 if !open {
                     warn!(undelivered = backlog.len(), error = %e, "shutting down with undelivered events");
                     return backlog;
@@ -146,5 +175,54 @@ pub async fn forward_with<B: Backlog>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(i: usize) -> Event {
+        let mut d = serde_json::Map::new();
+        d.insert("i".into(), i.into());
+        Event::from_beacon("m", "b", d)
+    }
+
+    #[test]
+    fn mem_queue_is_bounded_and_drops_oldest() {
+        let mut q = MemQueue::new(3);
+        for i in 0..3 {
+            assert_eq!(q.push(ev(i)), 0);
+        }
+        assert_eq!(q.push(ev(3)), 1);
+        let b = q.peek(10);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[0].data["i"], 1);
+        q.ack(2);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.peek(10)[0].data["i"], 3);
+        q.ack(5);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn refusal_needs_an_answer_from_every_master() {
+        let refused = TransportError::NotAcknowledged {
+            master: "a".into(),
+            reply: "{}".into(),
+        };
+        let down = TransportError::Unreachable {
+            master: "b".into(),
+            reason: "refused".into(),
+        };
+        assert!(is_refusal(&refused));
+        assert!(!is_refusal(&down));
+        assert!(is_refusal(&TransportError::AllMasters(vec![
+            refused.clone(),
+            refused.clone()
+        ])));
+        assert!(!is_refusal(&TransportError::AllMasters(vec![
+            refused, down
+        ])));
     }
 }

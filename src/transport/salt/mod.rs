@@ -46,7 +46,7 @@ pub enum TransportError {
     Timeout { master: String, timeout: Duration },
     #[error("master {master}: protocol error: {msg}")]
     Protocol { master: String, msg: String },
-    #[error("master {master} presented a public key that differs from the cached {}; refusing it (the master may have been subverted). If the master's key was replaced on purpose, remove that file", path.display())]
+    #[error("master {master} is not the master whose key is cached in {} (it presents another public key, or signs with another key); refusing it: the master may have been subverted. If the master's key was replaced on purpose, remove that file", path.display())]
     MasterKeyChanged { master: String, path: PathBuf },
     #[error("master {master}'s key fingerprint {got} does not match master_finger {expected}; refusing it")]
     FingerMismatch {

@@ -1,18 +1,78 @@
-//! msgpack as `salt.payload` writes it (`use_bin_type=True`: `bytes` → bin, `str` → str),
-//! and the shapes of the loads beacond sends.
+//! msgpack as `salt.payload` writes it on the request channel: `dumps(use_bin_type=False)`,
+//! so `bytes` and `str` both travel as msgpack *str* (raw); readers tell them apart by
+//! whether the contents decode as UTF-8. And the shapes of the loads beacond sends.
 
 use crate::event::Event;
 use rmpv::Value;
 use serde_json::Value as Json;
 
-/// msgpack encoding that cannot fail (writing into a `Vec`).
+/// msgpack encoding as `salt.payload.dumps`: minimal integer forms, float64, and
+/// [`Value::Binary`] written as raw str like Python `bytes` with `use_bin_type=False`.
 pub fn pack(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    // Writing to a Vec<u8> has no I/O errors; rmpv only reports those.
-    if rmpv::encode::write_value(&mut out, v).is_err() {
-        out.clear();
-    }
+    write(&mut out, v);
     out
+}
+
+fn write(out: &mut Vec<u8>, v: &Value) {
+    use rmp::encode as e;
+    // Writes into a Vec<u8> cannot fail (rmp only reports I/O errors), hence the `.ok()`s.
+    match v {
+        Value::Nil => {
+            e::write_nil(out).ok();
+        }
+        Value::Boolean(b) => {
+            e::write_bool(out, *b).ok();
+        }
+        Value::Integer(i) => {
+            if let Some(u) = i.as_u64() {
+                e::write_uint(out, u).ok();
+            } else if let Some(s) = i.as_i64() {
+                e::write_sint(out, s).ok();
+            }
+        }
+        Value::F32(f) => {
+            e::write_f32(out, *f).ok();
+        }
+        Value::F64(f) => {
+            e::write_f64(out, *f).ok();
+        }
+        Value::String(s) => raw(out, s.as_bytes()),
+        Value::Binary(b) => raw(out, b),
+        Value::Array(a) => {
+            e::write_array_len(out, a.len() as u32).ok();
+            for x in a {
+                write(out, x);
+            }
+        }
+        Value::Map(m) => {
+            e::write_map_len(out, m.len() as u32).ok();
+            for (k, x) in m {
+                write(out, k);
+                write(out, x);
+            }
+        }
+        Value::Ext(t, d) => {
+            e::write_ext_meta(out, d.len() as u32, *t).ok();
+            out.extend_from_slice(d);
+        }
+    }
+}
+
+/// Old-spec raw: with `use_bin_type=False` msgpack-python never writes str8 (0xd9), only
+/// fixstr, str16 and str32.
+fn raw(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(b);
 }
 
 /// Decode exactly one msgpack value that spans the whole input.
