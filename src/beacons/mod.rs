@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 pub(crate) mod dbus;
 pub mod diskusage;
+pub mod inotify;
 pub mod listening_ports;
 pub mod load;
 pub mod memusage;
@@ -103,6 +104,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
+    ("inotify", inotify::build),
     ("listening_ports", listening_ports::build),
     ("load", load::build),
     ("memusage", memusage::build),
