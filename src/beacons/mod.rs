@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub mod btmp;
 pub(crate) mod dbus;
 pub mod diskusage;
 pub mod inotify;
@@ -18,9 +19,15 @@ pub mod memusage;
 pub(crate) mod netlink;
 pub mod network_info;
 pub mod network_settings;
+pub mod notify;
+pub mod proc_connector;
 pub mod ps;
+pub mod selinux;
 pub mod service;
+pub mod sh;
 pub mod swapusage;
+pub mod utmp;
+pub mod wtmp;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
 pub type Data = Map<String, Value>;
@@ -103,6 +110,7 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
+    ("btmp", btmp::build),
     ("diskusage", diskusage::build),
     ("inotify", inotify::build),
     ("listening_ports", listening_ports::build),
@@ -111,8 +119,11 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("network_info", network_info::build),
     ("network_settings", network_settings::build),
     ("ps", ps::build),
+    ("selinux", selinux::build),
     ("service", service::build),
+    ("sh", sh::build),
     ("swapusage", swapusage::build),
+    ("wtmp", wtmp::build),
 ];
 
 /// Build (and so validate) a configured beacon.

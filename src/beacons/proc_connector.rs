@@ -1,0 +1,306 @@
+//! The kernel's netlink proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): one multicast
+//! message per fork, exec and exit on the host, pushed by the kernel as it happens.
+//!
+//! Built on `libc` sockets (the wire format is three small C structs, parsed by offset here);
+//! no netlink crate is needed for one socket and one subscription message.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tokio::io::unix::AsyncFd;
+
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+
+/// A process event, by thread-group id (the process id user space sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// A new process (not a thread): `child` was forked by `parent`.
+    Fork { parent: i32, child: i32 },
+    /// `pid` replaced its image (`execve`).
+    Exec { pid: i32 },
+    /// Process `pid` exited (its last thread).
+    Exit { pid: i32 },
+}
+
+/// A subscribed proc connector socket. Dropping it unsubscribes and closes the socket.
+pub struct ProcConnector {
+    fd: Option<OwnedFd>,
+    async_fd: Option<AsyncFd<OwnedFd>>,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl ProcConnector {
+    /// Open, size the receive buffer to `rcvbuf` bytes (forced past `rmem_max` when we have
+    /// CAP_NET_ADMIN), bind to the proc group and subscribe. Fails without CAP_NET_ADMIN on
+    /// older kernels, or in a network namespace other than the initial one.
+    pub fn open(rcvbuf: usize) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call with constant arguments; returns a new fd or -1.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_CONNECTOR,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+        let set = |opt| {
+            // SAFETY: `size` is a valid c_int for the duration of the call, and its length is
+            // passed; the fd is live.
+            check(unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })
+        };
+        if set(libc::SO_RCVBUFFORCE).is_err() {
+            let _ = set(libc::SO_RCVBUF);
+        }
+        // SAFETY: an all-zero sockaddr_nl is valid; we then set its fields.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = CN_IDX_PROC;
+        addr.nl_pid = 0;
+        // SAFETY: `addr` is a valid sockaddr_nl and its exact size is passed.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        })?;
+        let pc = ProcConnector {
+            fd: Some(fd),
+            async_fd: None,
+        };
+        pc.control(PROC_CN_MCAST_LISTEN)?;
+        Ok(pc)
+    }
+
+    fn raw(&self) -> RawFd {
+        match (&self.fd, &self.async_fd) {
+            (Some(fd), _) => fd.as_raw_fd(),
+            (None, Some(a)) => a.get_ref().as_raw_fd(),
+            (None, None) => -1,
+        }
+    }
+
+    /// The actual receive buffer size the kernel granted.
+    pub fn rcvbuf(&self) -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid out-pointers of the sizes the kernel expects.
+        let r = unsafe {
+            libc::getsockopt(
+                self.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            0
+        } else {
+            v.max(0) as usize
+        }
+    }
+
+    /// Send a multicast control op (listen / ignore).
+    fn control(&self, op: u32) -> io::Result<()> {
+        let total = NLMSG_HDRLEN + CN_MSG_LEN + 4;
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes()); // nlmsg_len
+        msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes()); // nlmsg_type
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+        msg.extend_from_slice(&std::process::id().to_ne_bytes()); // nlmsg_pid
+        msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes()); // cb_id.idx
+        msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes()); // cb_id.val
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
+        msg.extend_from_slice(&4u16.to_ne_bytes()); // len
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+        msg.extend_from_slice(&op.to_ne_bytes()); // enum proc_cn_mcast_op
+                                                  // SAFETY: `msg` is a valid buffer of the length passed; the fd is live.
+        let n = unsafe { libc::send(self.raw(), msg.as_ptr().cast(), msg.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receive one datagram without blocking: Ok(None) when nothing is queued. An `ENOBUFS`
+    /// error means the kernel dropped messages because the receive buffer was full.
+    pub fn recv(&self, buf: &mut [u8], out: &mut Vec<ProcEvent>) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is writable for its length; the fd is live.
+            let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(None),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            let n = n as usize;
+            parse(&buf[..n], out);
+            return Ok(Some(n));
+        }
+    }
+
+    /// Wait until a datagram (or an error such as ENOBUFS) is queued. Needs a tokio runtime.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if self.async_fd.is_none() {
+            if let Some(fd) = self.fd.take() {
+                // SAFETY: the OwnedFd moves into the AsyncFd, which owns it from now on; it is
+                // neither closed nor replaced while registered.
+                let afd =
+                    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
+                self.async_fd = Some(afd);
+            }
+        }
+        let Some(afd) = &self.async_fd else {
+            return Err(io::Error::other("proc connector socket is closed"));
+        };
+        let mut guard = afd.readable().await?;
+        // The caller drains the socket until WouldBlock; let tokio re-arm.
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+impl Drop for ProcConnector {
+    fn drop(&mut self) {
+        // Tell the kernel one listener fewer (older kernels count listeners by these messages
+        // and keep generating events otherwise); the fd closes right after.
+        let _ = self.control(PROC_CN_MCAST_IGNORE);
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    let s = b.get(o..o + 4)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    let s = b.get(o..o + 2)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+/// Parse the netlink messages of one datagram.
+pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>) {
+    const PROC_EVENT_FORK: u32 = 0x1;
+    const PROC_EVENT_EXEC: u32 = 0x2;
+    const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let Some(len) = u32_at(buf, off).map(|l| l as usize) else {
+            break;
+        };
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            break;
+        }
+        let kind = u16_at(buf, off + 4).unwrap_or(0);
+        let msg = &buf[off + NLMSG_HDRLEN..off + len];
+        off += (len + 3) & !3;
+        if kind == NLMSG_ERROR {
+            continue;
+        }
+        // cn_msg: idx, val, seq, ack, len (u16), flags (u16), then the proc_event.
+        if u32_at(msg, 0) != Some(CN_IDX_PROC) || u32_at(msg, 4) != Some(CN_VAL_PROC) {
+            continue;
+        }
+        let ev = &msg[CN_MSG_LEN.min(msg.len())..];
+        // proc_event: what (u32), cpu (u32), timestamp_ns (u64), then event_data.
+        let (Some(what), data) = (u32_at(ev, 0), ev.get(16..).unwrap_or(&[])) else {
+            continue;
+        };
+        let w = |i: usize| u32_at(data, i * 4).map(|v| v as i32);
+        let parsed = match what {
+            PROC_EVENT_FORK => match (w(1), w(2), w(3)) {
+                // parent_pid, parent_tgid, child_pid, child_tgid: processes only.
+                (Some(parent), Some(cpid), Some(ctgid)) if cpid == ctgid => Some(ProcEvent::Fork {
+                    parent,
+                    child: ctgid,
+                }),
+                _ => None,
+            },
+            PROC_EVENT_EXEC => w(1).map(|pid| ProcEvent::Exec { pid }),
+            PROC_EVENT_EXIT => match (w(0), w(1)) {
+                (Some(p), Some(tgid)) if p == tgid => Some(ProcEvent::Exit { pid: tgid }),
+                _ => None,
+            },
+            _ => None,
+        };
+        out.extend(parsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(what: u32, words: &[u32]) -> Vec<u8> {
+        let mut ev = Vec::new();
+        ev.extend_from_slice(&what.to_ne_bytes());
+        ev.extend_from_slice(&0u32.to_ne_bytes());
+        ev.extend_from_slice(&0u64.to_ne_bytes());
+        for w in words {
+            ev.extend_from_slice(&w.to_ne_bytes());
+        }
+        let mut cn = Vec::new();
+        for v in [CN_IDX_PROC, CN_VAL_PROC, 0, 0] {
+            cn.extend_from_slice(&v.to_ne_bytes());
+        }
+        cn.extend_from_slice(&(ev.len() as u16).to_ne_bytes());
+        cn.extend_from_slice(&0u16.to_ne_bytes());
+        cn.extend(ev);
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDRLEN + cn.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend(cn);
+        m
+    }
+
+    #[test]
+    fn parses_fork_exec_exit_and_skips_threads() {
+        let mut buf = message(1, &[10, 10, 11, 11]);
+        buf.extend(message(1, &[10, 10, 12, 10])); // a thread
+        buf.extend(message(2, &[11, 11]));
+        buf.extend(message(0x8000_0000, &[11, 11, 0, 0, 10, 10]));
+        let mut out = Vec::new();
+        parse(&buf, &mut out);
+        assert_eq!(
+            out,
+            [
+                ProcEvent::Fork {
+                    parent: 10,
+                    child: 11
+                },
+                ProcEvent::Exec { pid: 11 },
+                ProcEvent::Exit { pid: 11 }
+            ]
+        );
+    }
+}
