@@ -5,10 +5,11 @@ use crate::beacons::BuildContext;
 use crate::cli::{Cli, DEFAULT_CONFIG_DIR};
 use crate::config::{self, ConfigError};
 use crate::scheduler::Scheduler;
-use crate::{output, scheduler};
+use crate::{output, scheduler, systemd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Bound of the queue between the beacons and the sink (memory stays bounded under floods).
@@ -48,7 +49,12 @@ pub fn main(cli: Cli) -> ExitCode {
         for e in &errors {
             eprintln!("{e}");
         }
-        if errors.is_empty() {
+        // The spool / flood-control / status options of the normal mode.
+        let spool_problem = crate::spool::Options::from_minion(&ctx.minion).err();
+        if let Some(e) = &spool_problem {
+            eprintln!("{e}");
+        }
+        if errors.is_empty() && spool_problem.is_none() {
             let n = loaded.beacons.len();
             println!(
                 "configuration OK: {n} beacon(s), minion id '{}'",
@@ -56,7 +62,10 @@ pub fn main(cli: Cli) -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        eprintln!("{} problem(s) found", errors.len());
+        eprintln!(
+            "{} problem(s) found",
+            errors.len() + usize::from(spool_problem.is_some())
+        );
         return ExitCode::from(EXIT_INVALID);
     }
     for e in &errors {
@@ -105,7 +114,7 @@ pub fn main(cli: Cli) -> ExitCode {
         };
         if cli.stdout {
             let sink = tokio::spawn(output::print_all(rx, cli.pretty));
-            run_beacons(&source, planned, ctx, tx).await;
+            run_beacons(&source, planned, ctx, tx, &|| true).await;
             let _ = sink.await;
             return ExitCode::SUCCESS;
         }
@@ -129,16 +138,17 @@ struct Source {
     allow_builtin: bool,
 }
 
-/// Run the beacons until SIGTERM/SIGINT; SIGHUP reloads the configuration.
+/// Run the beacons until SIGTERM/SIGINT; SIGHUP reloads the configuration. Tells systemd
+/// when it is ready, and pings its watchdog from this loop while `healthy()` (the sink is
+/// alive): a wedged loop or a dead sink stops the pings and systemd restarts the agent.
 async fn run_beacons(
     source: &Source,
     planned: Vec<scheduler::Planned>,
     ctx: Arc<BuildContext>,
     tx: mpsc::Sender<crate::event::Event>,
+    healthy: &dyn Fn() -> bool,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut sched = Scheduler::new(ctx.clone(), tx);
-    sched.apply(ctx, planned);
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -147,6 +157,19 @@ async fn run_beacons(
         tracing::error!("cannot install signal handlers");
         return;
     };
+    let mut sched = Scheduler::new(ctx.clone(), tx);
+    sched.apply(ctx, planned);
+    let n = sched.len();
+    if let Err(e) = systemd::ready(&format!("{n} beacon(s) running")) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    let watchdog = systemd::watchdog_interval();
+    let mut ping = tokio::time::interval(
+        watchdog
+            .map(|w| (w / 2).max(Duration::from_millis(10)))
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             alive = sched.supervise(), if sched.has_tasks() => {
@@ -154,11 +177,21 @@ async fn run_beacons(
                     tracing::debug!("no beacon left running");
                 }
             }
+            _ = ping.tick(), if watchdog.is_some() => {
+                if healthy() {
+                    if let Err(e) = systemd::notify("WATCHDOG=1") {
+                        tracing::warn!("cannot ping the systemd watchdog: {e}");
+                    }
+                } else {
+                    tracing::error!("the event sink stopped; not pinging the watchdog");
+                }
+            }
             _ = hup.recv() => reload(source, &mut sched),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    let _ = systemd::stopping();
     tracing::info!("shutting down");
 }
 
@@ -194,7 +227,8 @@ fn reload(source: &Source, sched: &mut Scheduler) {
     );
 }
 
-/// The normal mode: beacons → bounded queue → the Salt transport.
+/// The normal mode: beacons → bounded queue → flood control → durable spool → the Salt
+/// transport (see [`crate::spool`]).
 async fn send_to_master(
     source: &Source,
     planned: Vec<scheduler::Planned>,
@@ -202,9 +236,17 @@ async fn send_to_master(
     tx: mpsc::Sender<crate::event::Event>,
     rx: mpsc::Receiver<crate::event::Event>,
 ) -> ExitCode {
-    use crate::transport::salt::{forward_with, Masters, MemQueue};
-    // Keys and master settings are checked before any beacon starts: a minion that cannot
-    // talk to its master must say so at once, not run blind.
+    use crate::spool::{pipeline, stats::Stats, store::Spool, Options};
+    use crate::transport::salt::Masters;
+    // Options, keys and master settings are checked before any beacon starts: a minion that
+    // cannot talk to its master or keep its events must say so at once, not run blind.
+    let opts = match Options::from_minion(&ctx.minion) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("beacond: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let masters = match Masters::new(&ctx.minion) {
         Ok(m) => m,
         Err(e) => {
@@ -212,28 +254,40 @@ async fn send_to_master(
             return ExitCode::FAILURE;
         }
     };
-    let sender = tokio::spawn(forward_with(
+    let dir = crate::spool::spool_dir(&ctx.minion);
+    let spool = match Spool::open(&dir, opts.max_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("beacond: cannot open the spool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = Arc::new(Stats::default());
+    let flush = opts.flush_timeout;
+    let sender = tokio::spawn(pipeline::run(
+        ctx.minion.id.clone(),
+        opts,
+        spool,
         masters,
         rx,
-        MemQueue::new(crate::transport::salt::forward::MEM_QUEUE_MAX),
+        stats.clone(),
     ));
-    run_beacons(source, planned, ctx, tx).await;
-    // The beacons are stopped and the queue closed: give the sender a short while to flush.
-    match tokio::time::timeout(SHUTDOWN_FLUSH, sender).await {
-        Ok(Ok(left)) if !crate::transport::salt::Backlog::is_empty(&left) => {
-            tracing::warn!(
-                undelivered = crate::transport::salt::Backlog::len(&left),
-                "stopped with undelivered events"
-            );
+    let healthy = || !sender.is_finished();
+    run_beacons(source, planned, ctx, tx, &healthy).await;
+    // The beacons are stopped and the queue closes: the pipeline flushes for up to
+    // `beacond_flush_timeout`, then leaves the rest in the spool.
+    match tokio::time::timeout(flush + Duration::from_secs(2), sender).await {
+        Ok(Ok(left)) if !left.is_empty() => tracing::warn!(
+            undelivered = left.pending(),
+            "stopped with undelivered events; they stay in the spool for the next start"
+        ),
+        Ok(_) => tracing::info!("every event delivered"),
+        Err(_) => {
+            tracing::warn!("stopped before every event was delivered; the rest stays in the spool")
         }
-        Ok(_) => {}
-        Err(_) => tracing::warn!("stopped before every event was delivered"),
     }
     ExitCode::SUCCESS
 }
-
-/// How long SIGTERM waits for queued events to reach the master.
-const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;

@@ -6,5 +6,7 @@ pub mod config;
 pub mod event;
 pub mod output;
 pub mod scheduler;
+pub mod spool;
 pub mod state_run;
+pub mod systemd;
 pub mod transport;

@@ -96,6 +96,8 @@ pub struct Scheduler {
     configs: HashMap<tokio::task::Id, BeaconConfig>,
     /// Beacon name → its task's abort handle.
     running: HashMap<String, AbortHandle>,
+    /// `run_once` beacons that have run: a reload with their config unchanged keeps them done.
+    finished: HashMap<String, BeaconConfig>,
 }
 
 /// What a reload changed.
@@ -115,6 +117,7 @@ impl Scheduler {
             tasks: JoinSet::new(),
             configs: HashMap::new(),
             running: HashMap::new(),
+            finished: HashMap::new(),
         }
     }
 
@@ -156,7 +159,24 @@ impl Scheduler {
                 summary.removed += 1;
             }
         }
+        let done: Vec<String> = self.finished.keys().cloned().collect();
+        for name in done {
+            if !wanted.contains(&name) {
+                self.finished.remove(&name);
+                summary.removed += 1;
+            }
+        }
         for Planned { config, beacon } in planned {
+            if let Some(old) = self.finished.get(&config.name) {
+                if !minion_changed && same_config(old, &config) {
+                    summary.kept += 1;
+                    continue;
+                }
+                self.finished.remove(&config.name);
+                self.spawn(config, beacon, Duration::ZERO);
+                summary.restarted += 1;
+                continue;
+            }
             let current = self
                 .running
                 .get(&config.name)
@@ -202,6 +222,9 @@ impl Scheduler {
             Ok((id, ())) => {
                 if let Some(cfg) = self.configs.remove(&id) {
                     self.running.remove(&cfg.name);
+                    if cfg.run_once {
+                        self.finished.insert(cfg.name.clone(), cfg);
+                    }
                 }
                 return true;
             }

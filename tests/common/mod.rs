@@ -1,4 +1,6 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 pub mod beacond;
+pub mod faults;
 pub mod salt;
+pub mod sink;
