@@ -432,7 +432,7 @@ fn auth_replies(v: &Json, series: &str) {
     assert!(matches!(e, TransportError::FingerMismatch { .. }), "{e:?}");
 
     // Signed by another key than the cached one (the reply's pub_key matches the cache but
-    // the signature does not): refused.
+    // the signature does not): refused as another master.
     let forged_cache = (cached.clone(), other.1.clone());
     let e = auth::handle_sign_in_reply(
         &ident,
@@ -444,9 +444,28 @@ fn auth_replies(v: &Json, series: &str) {
         Some(&forged_cache),
     )
     .expect_err("signature");
-    assert!(matches!(e, TransportError::BadSignature { .. }), "{e:?}");
+    assert!(
+        matches!(e, TransportError::MasterKeyChanged { .. }),
+        "{e:?}"
+    );
 
+    // A pending answer (no pub_key) signed by another master than the cached one: refused.
     let c = case("pending");
+    let e = auth::handle_sign_in_reply(
+        &ident,
+        &settings,
+        "m",
+        &hx(c, "frame"),
+        s(c, "nonce"),
+        None,
+        Some(&other),
+    )
+    .expect_err("another master");
+    assert!(
+        matches!(e, TransportError::MasterKeyChanged { .. }),
+        "{e:?}"
+    );
+
     let r = auth::handle_sign_in_reply(
         &ident,
         &settings,

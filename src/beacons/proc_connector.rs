@@ -304,3 +304,148 @@ mod tests {
         );
     }
 }
+
+/// What the reader thread passes on, in the kernel's order.
+#[derive(Debug)]
+pub enum Msg<T> {
+    Fork {
+        parent: i32,
+        child: i32,
+    },
+    /// An exec, with what the thread read of the process at once.
+    Exec {
+        pid: i32,
+        info: T,
+    },
+    Exit {
+        pid: i32,
+    },
+    /// The kernel dropped messages (ENOBUFS): the receive buffer was full.
+    Overrun,
+}
+
+/// A dedicated thread that reads the connector and, for each exec, reads the process from
+/// /proc at once (`inspect`), at a raised scheduling priority when allowed: a process that
+/// lives a few milliseconds must be read before it exits, even on a busy host and while the
+/// agent's own thread is busy with other beacons. Messages flow to the beacon in order through
+/// a bounded channel; when the beacon falls behind, the thread waits, the kernel's buffer fills
+/// and the loss comes back as `Overrun` (never silent). Dropping the reader stops and joins
+/// the thread, which unsubscribes and closes the socket.
+pub struct Reader<T> {
+    rx: Option<tokio::sync::mpsc::Receiver<Msg<T>>>,
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Reader<T> {
+    pub fn spawn<F>(pc: ProcConnector, capacity: usize, inspect: F) -> io::Result<Self>
+    where
+        F: Fn(i32) -> T + Send + 'static,
+    {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both fds were just created by pipe2 and are owned by nothing else.
+        let (stop_r, stop_w) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("sh-proc-connector".into())
+            .spawn(move || reader_loop(pc, stop_r, tx, inspect))?;
+        Ok(Reader {
+            rx: Some(rx),
+            stop: Some(stop_w),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait for the next message (None when the thread has ended).
+    pub async fn recv(&mut self) -> Option<Msg<T>> {
+        self.rx.as_mut()?.recv().await
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Msg<T>> {
+        self.rx.as_mut()?.try_recv().ok()
+    }
+}
+
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        // Closing the pipe's write end wakes the thread's poll (POLLHUP); closing the channel
+        // releases a thread waiting to send.
+        self.stop.take();
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reader_loop<T, F: Fn(i32) -> T>(
+    pc: ProcConnector,
+    stop: OwnedFd,
+    tx: tokio::sync::mpsc::Sender<Msg<T>>,
+    inspect: F,
+) {
+    // SAFETY: setpriority on the calling thread (tid) only changes its nice value; failure
+    // (no CAP_SYS_NICE) is harmless and leaves the default.
+    let raised = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10) == 0
+    };
+    tracing::debug!(raised, "proc connector reader thread started");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = Vec::new();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pc.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %io::Error::last_os_error(), "proc connector poll failed");
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        loop {
+            events.clear();
+            let msg = match pc.recv(&mut buf, &mut events) {
+                Ok(None) => break,
+                Ok(Some(_)) => None,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Some(Msg::Overrun),
+                Err(e) => {
+                    tracing::error!(error = %e, "proc connector receive failed");
+                    return;
+                }
+            };
+            let msgs = msg.into_iter().chain(events.drain(..).map(|ev| match ev {
+                ProcEvent::Fork { parent, child } => Msg::Fork { parent, child },
+                ProcEvent::Exec { pid } => Msg::Exec {
+                    pid,
+                    info: inspect(pid),
+                },
+                ProcEvent::Exit { pid } => Msg::Exit { pid },
+            }));
+            for m in msgs {
+                if tx.blocking_send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

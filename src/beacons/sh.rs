@@ -25,7 +25,7 @@
 //! The tag's pid is the shell's (Salt tags each event with the pid of the traced shell);
 //! `pid` is the process that ran the command.
 
-use super::proc_connector::{ProcConnector, ProcEvent};
+use super::proc_connector::{Msg, ProcConnector, Reader};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
@@ -58,7 +58,7 @@ struct Proc {
 }
 
 enum Mode {
-    Connector(ProcConnector),
+    Connector(Reader<Info>),
     Scan,
 }
 
@@ -76,7 +76,8 @@ pub struct Sh {
     table: HashMap<i32, Proc>,
     names: HashMap<u32, String>,
     overruns: u64,
-    buf: Vec<u8>,
+    /// A message taken by `ready` and not yet evaluated.
+    buffered: Option<Msg<Info>>,
     /// Evaluate without waiting (after start, or when a drain stopped early).
     pending: bool,
 }
@@ -251,7 +252,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         table: HashMap::new(),
         names: HashMap::new(),
         overruns: 0,
-        buf: vec![0u8; 64 * 1024],
+        buffered: None,
         pending: false,
     }))
 }
@@ -284,14 +285,6 @@ fn read_args(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// What is read first for every exec of a batch, before the rest (see `drain_connector`).
-#[derive(Debug, Default, Clone)]
-struct Early {
-    args: Vec<String>,
-    /// The owner of `/proc/<pid>`: the effective uid.
-    euid: Option<u32>,
-}
-
 /// `tty_nr` (major/minor as the kernel encodes it) as a name like `pts/3` or `tty1`.
 fn tty_name(nr: u64) -> Option<String> {
     if nr == 0 {
@@ -308,41 +301,46 @@ fn tty_name(nr: u64) -> Option<String> {
     })
 }
 
+/// A process as /proc shows it now (argv first: it is what vanishes with the process).
+fn read_info(procfs: &Path, pid: i32) -> Info {
+    let dir = procfs.join(pid.to_string());
+    let mut info = Info {
+        args: read_args(&dir),
+        ..Info::default()
+    };
+    if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
+        if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
+            info.comm = Some(stat[open + 1..close].to_owned());
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // After ")": state(0) ppid(1) pgrp(2) session(3) tty_nr(4) ... starttime(19)
+            info.ppid = f.get(1).and_then(|s| s.parse().ok());
+            info.tty = f.get(4).and_then(|s| s.parse().ok()).and_then(tty_name);
+            info.start = f.get(19).and_then(|s| s.parse().ok());
+        }
+    }
+    if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+        if let Some(l) = status.lines().find(|l| l.starts_with("Uid:")) {
+            let ids: Vec<u32> = l[4..]
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            info.uid = ids.first().copied();
+            info.euid = ids.get(1).copied();
+        }
+    }
+    let link = |name: &str| {
+        std::fs::read_link(dir.join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    info.exe = link("exe").map(|e| e.trim_end_matches(" (deleted)").to_owned());
+    info.cwd = link("cwd");
+    info
+}
+
 impl Sh {
     fn read_info(&self, pid: i32) -> Info {
-        let dir = self.procfs.join(pid.to_string());
-        let mut info = Info {
-            args: read_args(&dir),
-            ..Info::default()
-        };
-        if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
-            if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
-                info.comm = Some(stat[open + 1..close].to_owned());
-                let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-                // After ")": state(0) ppid(1) pgrp(2) session(3) tty_nr(4) ... starttime(19)
-                info.ppid = f.get(1).and_then(|s| s.parse().ok());
-                info.tty = f.get(4).and_then(|s| s.parse().ok()).and_then(tty_name);
-                info.start = f.get(19).and_then(|s| s.parse().ok());
-            }
-        }
-        if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
-            if let Some(l) = status.lines().find(|l| l.starts_with("Uid:")) {
-                let ids: Vec<u32> = l[4..]
-                    .split_whitespace()
-                    .filter_map(|s| s.parse().ok())
-                    .collect();
-                info.uid = ids.first().copied();
-                info.euid = ids.get(1).copied();
-            }
-        }
-        let link = |name: &str| {
-            std::fs::read_link(dir.join(name))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned())
-        };
-        info.exe = link("exe").map(|e| e.trim_end_matches(" (deleted)").to_owned());
-        info.cwd = link("cwd");
-        info
+        read_info(&self.procfs, pid)
     }
 
     fn user_name(&mut self, uid: u32) -> String {
@@ -389,18 +387,9 @@ impl Sh {
         pid: i32,
         source: &str,
         recovered: bool,
-        early: Option<Early>,
+        read: Option<Info>,
     ) -> Option<Data> {
-        let mut info = self.read_info(pid);
-        if let Some(early) = early {
-            if info.args.is_empty() {
-                info.args = early.args;
-            }
-            if info.uid.is_none() {
-                info.uid = early.euid;
-                info.euid = early.euid;
-            }
-        }
+        let info = read.unwrap_or_else(|| self.read_info(pid));
         let known = self.table.get(&pid).cloned();
         let ppid = info.ppid.or(known.as_ref().map(|p| p.ppid));
         let shell_pid = self.shell_of(pid, ppid);
@@ -532,50 +521,25 @@ impl Sh {
 
     fn drain_connector(&mut self) -> Result<Vec<Data>, BeaconError> {
         let mut out = Vec::new();
-        let mut events = Vec::new();
         let mut overrun = false;
-        // Take what is queued (bounded, so one burst cannot starve the other beacons' output).
-        for _ in 0..4096 {
-            let Some(Mode::Connector(pc)) = &self.mode else {
-                break;
+        self.pending = false;
+        // Bounded per evaluation so one burst cannot starve the other beacons' output.
+        for i in 0..4096 {
+            let msg = match self.buffered.take() {
+                Some(m) => m,
+                None => match &mut self.mode {
+                    Some(Mode::Connector(reader)) => match reader.try_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ => break,
+                },
             };
-            match pc.recv(&mut self.buf, &mut events) {
-                Ok(None) => {
-                    self.pending = false;
-                    break;
-                }
-                Ok(Some(_)) => self.pending = true,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    overrun = true;
-                    self.overruns += 1;
-                }
-                Err(e) => return Err(BeaconError::Message(format!("proc connector: {e}"))),
+            if i == 4095 {
+                self.pending = true;
             }
-        }
-        // When behind (a burst), the processes at the end of the queue may be about to exit:
-        // read every exec's argv (and owner) first, the rest of /proc after.
-        let mut early: HashMap<i32, Early> = HashMap::new();
-        if events.len() > 1 {
-            for ev in &events {
-                if let ProcEvent::Exec { pid } = ev {
-                    let dir = self.procfs.join(pid.to_string());
-                    let euid = std::fs::metadata(&dir).ok().map(|m| {
-                        use std::os::unix::fs::MetadataExt;
-                        m.uid()
-                    });
-                    early.insert(
-                        *pid,
-                        Early {
-                            args: read_args(&dir),
-                            euid,
-                        },
-                    );
-                }
-            }
-        }
-        for ev in events {
-            match ev {
-                ProcEvent::Fork { parent, child } => {
+            match msg {
+                Msg::Fork { parent, child } => {
                     // A forked copy is where the shell runs a command: its nearest shell is the
                     // parent, so the copy itself does not count as one.
                     self.table.insert(
@@ -587,12 +551,15 @@ impl Sh {
                         },
                     );
                 }
-                ProcEvent::Exec { pid } => {
-                    let e = early.remove(&pid);
-                    out.extend(self.on_exec(pid, "proc_connector", false, e));
+                Msg::Exec { pid, info } => {
+                    out.extend(self.on_exec(pid, "proc_connector", false, Some(info)));
                 }
-                ProcEvent::Exit { pid } => {
+                Msg::Exit { pid } => {
                     self.table.remove(&pid);
+                }
+                Msg::Overrun => {
+                    overrun = true;
+                    self.overruns += 1;
                 }
             }
         }
@@ -616,19 +583,29 @@ impl Sh {
     }
 }
 
+impl Sh {
+    /// The reader thread: reads each exec's /proc entry as soon as the kernel reports it.
+    fn reader(&self, pc: ProcConnector) -> std::io::Result<Reader<Info>> {
+        let procfs = self.procfs.clone();
+        Reader::spawn(pc, 16_384, move |pid| read_info(&procfs, pid))
+    }
+}
+
 impl Beacon for Sh {
     fn start(&mut self) -> Result<(), BeaconError> {
         self.mode = None;
+        self.buffered = None;
         self.shells.checked = None;
         self.shells.refresh(&self.shells_file);
         let mode = match self.source {
             Source::Scan => Mode::Scan,
             Source::Connector => Mode::Connector(
                 ProcConnector::open(self.rcvbuf)
+                    .and_then(|pc| self.reader(pc))
                     .map_err(|e| BeaconError::Message(format!("proc connector: {e}")))?,
             ),
-            Source::Auto => match ProcConnector::open(self.rcvbuf) {
-                Ok(pc) => Mode::Connector(pc),
+            Source::Auto => match ProcConnector::open(self.rcvbuf).and_then(|pc| self.reader(pc)) {
+                Ok(r) => Mode::Connector(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "proc connector unavailable (needs CAP_NET_ADMIN and the initial network namespace): falling back to scanning /proc; processes shorter-lived than scan_interval will be missed");
                     Mode::Scan
@@ -636,8 +613,8 @@ impl Beacon for Sh {
             },
         };
         match &mode {
-            Mode::Connector(pc) => tracing::info!(
-                rcvbuf = pc.rcvbuf(),
+            Mode::Connector(_) => tracing::info!(
+                rcvbuf = self.rcvbuf,
                 "sh: following execs from the kernel proc connector"
             ),
             Mode::Scan => tracing::info!(
@@ -662,15 +639,29 @@ impl Beacon for Sh {
                 return Ok(());
             }
             match self.mode.as_mut() {
-                Some(Mode::Connector(pc)) => pc
-                    .readable()
-                    .await
-                    .map_err(|e| BeaconError::Message(format!("proc connector: {e}"))),
+                Some(Mode::Connector(reader)) => {
+                    if self.buffered.is_some() {
+                        return Ok(());
+                    }
+                    match reader.recv().await {
+                        Some(m) => {
+                            self.buffered = Some(m);
+                            Ok(())
+                        }
+                        None => {
+                            self.mode = None;
+                            Err(BeaconError::Message(
+                                "proc connector reader stopped; see the log".into(),
+                            ))
+                        }
+                    }
+                }
                 Some(Mode::Scan) => {
                     tokio::time::sleep(self.scan_interval).await;
                     Ok(())
                 }
-                None => Err(BeaconError::Message("not started".into())),
+                // The reader stopped (an error was reported): subscribe again.
+                None => self.start(),
             }
         })
     }

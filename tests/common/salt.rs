@@ -540,7 +540,9 @@ impl Master {
 
     /// Subscribes to the master's event bus (events whose tag starts with
     /// `tag_prefix`; "" for all). Returns once the subscription is live, so
-    /// every event fired afterwards is received.
+    /// every event fired afterwards is received. A stream reconnects by itself
+    /// after [`Master::start_again`], but events fired before it has done so
+    /// are missed: subscribe again after a restart when that matters.
     pub fn events(&self, tag_prefix: &str) -> EventStream {
         let stream = EventStream::spawn(self, tag_prefix);
         self.listeners

@@ -446,17 +446,22 @@ def cmd_start(args):
     if not wait_for(ports_up, deadline) or proc.poll() is not None:
         fail("did not open ports 127.0.0.1:%d/%d" % (args.ret_port, args.publish_port))
 
-    opts = load_master_opts(layout)
-    event = master_event(opts, listen=True)
+    event = None
     try:
-        if not event_roundtrip(event, deadline):
-            fail("did not deliver an event on its event bus")
-        if conf.get("reactor"):
-            if not reactor_roundtrip(event, deadline):
-                fail("reactor did not answer a probe event")
+        opts = load_master_opts(layout)
+        event = master_event(opts, listen=True)
+        bus_ok = event_roundtrip(event, deadline)
+        reactor_ok = bus_ok and (not conf.get("reactor") or reactor_roundtrip(event, deadline))
+    except Exception as exc:  # pylint: disable=broad-except
+        fail(f"could not be reached on its event bus ({type(exc).__name__}: {exc})")
     finally:
-        with contextlib.suppress(Exception):
-            event.destroy()
+        if event is not None:
+            with contextlib.suppress(Exception):
+                event.destroy()
+    if not bus_ok:
+        fail("did not deliver an event on its event bus")
+    if not reactor_ok:
+        fail("reactor did not answer a probe event")
     if proc.poll() is not None:
         fail("exited during startup")
     if args.owner_pid:
