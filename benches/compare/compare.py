@@ -524,7 +524,7 @@ def measure_burst(agent, bus, execs, baseline, quiet, cap):
     want = agent.tag("sh", str(shell))
     seen, events, no_argv = set(), 0, 0
     deadline = time.monotonic() + cap
-    last = time.monotonic()
+    last = time.monotonic() + cap  # the quiet window starts with the first event
     while time.monotonic() < deadline and time.monotonic() - last < quiet:
         ev = bus.get(0.2)
         if not ev:
@@ -570,7 +570,9 @@ def measure_flood(agent, bus, master, files, quiet, cap):
     t_written = time.time()
     got, first, last_t = set(), None, None
     deadline = time.monotonic() + cap
-    last = time.monotonic()
+    # Until the first flood event arrives, wait up to `cap` (Salt sends a whole loop's
+    # queue as one request, which can take long); then stop once quiet for `quiet` s.
+    last = time.monotonic() + cap
     while time.monotonic() < deadline and time.monotonic() - last < quiet:
         ev = bus.get(0.2)
         path = inotify_path(agent, ev) if ev else None
