@@ -7,4 +7,5 @@ pub mod event;
 pub mod output;
 pub mod scheduler;
 pub mod state_run;
+pub mod systemd;
 pub mod transport;
