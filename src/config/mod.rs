@@ -335,7 +335,10 @@ mod tests {
         let l = load_dir(&d, false);
         assert!(!l.owns_beacons);
         let msg = l.errors.first().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("beacond.conf:1") && msg.contains("True or False"), "{msg}");
+        assert!(
+            msg.contains("beacond.conf:1") && msg.contains("True or False"),
+            "{msg}"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
