@@ -3,6 +3,7 @@
 # ([package.metadata.deb], [package.metadata.generate-rpm]).
 #
 #   packaging/build.sh            # tools (if missing), binary, man page + completions, packages
+#   packaging/build.sh --check-glibc BINARY   # only the portability check below
 #
 # The binary is linked statically (glibc, -C target-feature=+crt-static) so one package runs on
 # every glibc distribution back to RHEL 8 / Debian 10; the script fails if the binary turns out
@@ -21,6 +22,26 @@ OUT=$ROOT/target/packages
 GEN=$ROOT/target/packaging/gen
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: FAIL: %s\n' "$*" >&2; exit 1; }
+
+# A static binary needs no glibc at all; a dynamic one at most GLIBC_$MAX_GLIBC.
+check_glibc() { # binary
+    if readelf -d "$1" | grep -q '(NEEDED)'; then
+        local max
+        max=$(objdump -T "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+        log "$1: dynamic; highest GLIBC_ symbol version: ${max:-none}"
+        if [ -n "$max" ] && [ "$(printf '%s\n%s\n' "$max" "$MAX_GLIBC" | sort -V | tail -1)" != "$MAX_GLIBC" ]; then
+            objdump -T "$1" | grep "GLIBC_$max" | head -5 >&2 || true
+            die "$1 needs GLIBC_$max > $MAX_GLIBC (RHEL 8); build static (BEACOND_PKG_STATIC=1)"
+        fi
+    else
+        log "$1: static (no NEEDED entries): needs no glibc on the host"
+    fi
+}
+
+if [ "${1:-}" = --check-glibc ]; then
+    check_glibc "${2:?usage: build.sh --check-glibc BINARY}"
+    exit 0
+fi
 
 # 1. The packaging tools, pinned; skipped when that version is already installed.
 need_tool() { # crate version command
@@ -49,17 +70,8 @@ RUSTFLAGS="$RUSTFLAGS_PKG" cargo build --release --locked --target "$TARGET" --b
 BIN=$ROOT/target/$TARGET/release/beacond
 [ -x "$BIN" ] || die "no binary at $BIN"
 
-# 3. Portability: a static binary needs no glibc at all; a dynamic one at most GLIBC_2.28.
-if readelf -d "$BIN" | grep -q '(NEEDED)'; then
-    max=$(objdump -T "$BIN" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
-    log "dynamic binary; highest GLIBC_ symbol version: ${max:-none}"
-    if [ -n "$max" ] && [ "$(printf '%s\n%s\n' "$max" "$MAX_GLIBC" | sort -V | tail -1)" != "$MAX_GLIBC" ]; then
-        objdump -T "$BIN" | grep "GLIBC_$max" >&2 || true
-        die "binary needs GLIBC_$max > $MAX_GLIBC (RHEL 8); build static (BEACOND_PKG_STATIC=1)"
-    fi
-else
-    log "static binary (no NEEDED entries): runs on any glibc >= kernel 3.2"
-fi
+# 3. Portability (check_glibc, defined above).
+check_glibc "$BIN"
 log "binary size: $(stat -c %s "$BIN") bytes"
 
 # 4. Man page and completions, generated from the clap definition (src/cli.rs) by a dev-only

@@ -91,7 +91,7 @@ root_dir: $w/m
 pki_dir: $w/m/pki
 cachedir: $w/m/cache
 sock_dir: $w/m/sock
-log_file: $w/minion.log
+log_file: $w/m/minion.log
 log_level_logfile: info
 loop_interval: 1
 acceptance_wait_time: 1
@@ -109,7 +109,8 @@ beacons:
     - interval: 1
 YAML
     start_minion() {
-        : >"$w/minion.log"
+        mkdir -p "$w/m"
+        : >"$w/m/minion.log"
         setsid "$venv/bin/salt-minion" -c "$etc" -l quiet >"$w/minion.out" 2>&1 &
         MINION=$!
         mpids+=("$MINION")
@@ -127,12 +128,12 @@ YAML
         pass "$series: control: salt-minion fires salt/beacon/$id/memusage/"
     else
         fail "$series: control: salt-minion fired no memusage beacon event (minion log below)"
-        tail -20 "$w/minion.log" >&2
+        tail -20 "$w/m/minion.log" >&2
     fi
     # A warning loop: at least 3 of them, one per loop_interval.
     local end=$((SECONDS + 30)) n=0
     while [ $SECONDS -lt $end ]; do
-        n=$(grep -c 'Unable to process beacon listening_ports' "$w/minion.log")
+        n=$(grep -c 'Unable to process beacon listening_ports' "$w/m/minion.log")
         [ "$n" -ge 3 ] && break
         sleep 0.2
     done
@@ -152,21 +153,23 @@ YAML
         sleep "$WINDOW"
         local beacon_events warnings
         beacon_events=$(grep -c "\"tag\": \"salt/beacon/$id/" "$w/events")
-        warnings=$(grep -Eic 'beacon' "$w/minion.log" | tr -d ' ')
+        warnings=$(grep -Eic 'beacon' "$w/m/minion.log" | tr -d ' ')
         if [ "$beacon_events" = 0 ]; then
             pass "$series: hand-over: salt-minion fired no beacon event in $((SECONDS - t_start)) s"
         else
             fail "$series: hand-over: salt-minion fired $beacon_events beacon event(s)"
         fi
-        if [ "$warnings" = 0 ]; then
+        if [ ! -s "$w/m/minion.log" ]; then
+            fail "$series: hand-over: the minion log is empty: the log check below would prove nothing"
+        elif [ "$warnings" = 0 ]; then
             pass "$series: hand-over: salt-minion logged nothing about beacons"
         else
             fail "$series: hand-over: salt-minion logged $warnings beacon line(s):"
-            grep -i beacon "$w/minion.log" | head -5 >&2
+            grep -i beacon "$w/m/minion.log" | head -5 >&2
         fi
     else
         fail "$series: hand-over: salt-minion did not connect (no salt/minion/$id/start)"
-        tail -20 "$w/minion.log" >&2
+        tail -20 "$w/m/minion.log" >&2
     fi
     stop_minion
     local once

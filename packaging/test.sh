@@ -44,6 +44,7 @@ RPM=$(ls "$PKGS"/beacond-*.rpm 2>/dev/null | head -1)
 [ -f "$RPM" ] && pass "built $(basename "$RPM")" || { fail "no .rpm in $PKGS"; finish; }
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/beacond
 echo "binary: $(stat -c %s "$BIN") bytes; $(file -b "$BIN" | cut -d, -f1-2)"
+check "portability check rejects a binary needing GLIBC_2.34 (/bin/ls)" bash -c "! packaging/build.sh --check-glibc /bin/ls"
 check "binary has no dynamic dependencies (static, any glibc)" bash -c "! readelf -d '$BIN' | grep -q NEEDED"
 
 # Files both packages must ship (drop-ins: every file of beacons/, however many there are).
