@@ -52,7 +52,7 @@ run_series() {
         return
     fi
     local w
-    w=$(mktemp -d "/tmp/beacond-coexist-$series.XXXXXX")
+    w=$(mktemp -d "/tmp/salt-coexist-$series.XXXXXX")
     local id="coexist-$series-$$" ret pub
     ret=$(free_port)
     pub=$(free_port)
@@ -153,7 +153,8 @@ YAML
         sleep "$WINDOW"
         local beacon_events warnings
         beacon_events=$(grep -c "\"tag\": \"salt/beacon/$id/" "$w/events")
-        warnings=$(grep -Eic 'beacon' "$w/m/minion.log" | tr -d ' ')
+        # Any line about beacons ("beacon"/"beacons" as a word: not "beacond" in a path).
+        warnings=$(grep -Eic '\bbeacons?\b' "$w/m/minion.log" | tr -d ' ')
         if [ "$beacon_events" = 0 ]; then
             pass "$series: hand-over: salt-minion fired no beacon event in $((SECONDS - t_start)) s"
         else
@@ -165,7 +166,7 @@ YAML
             pass "$series: hand-over: salt-minion logged nothing about beacons"
         else
             fail "$series: hand-over: salt-minion logged $warnings beacon line(s):"
-            grep -i beacon "$w/m/minion.log" | head -5 >&2
+            grep -Ei '\bbeacons?\b' "$w/m/minion.log" | head -5 >&2
         fi
     else
         fail "$series: hand-over: salt-minion did not connect (no salt/minion/$id/start)"

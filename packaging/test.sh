@@ -29,6 +29,9 @@ finish() {
     exit $?
 }
 scratch=$(mktemp -d /tmp/beacond-pkgtest.XXXXXX)
+# Whether salt-minion's cache dir existed before this test (purge must then leave it alone).
+had_cache_parent=0
+[ -d /var/cache/salt/minion ] && had_cache_parent=1
 trap 'rm -rf "$scratch"' EXIT
 
 for tool in dpkg-deb rpm systemd-analyze objdump; do
@@ -87,14 +90,20 @@ rscripts=$(rpm -qp --scripts "$RPM" 2>/dev/null)
 for s in postinstall preuninstall postuninstall; do
     check ".rpm has a $s scriptlet" grep -q "^$s scriptlet" <<<"$rscripts"
 done
+check ".rpm scriptlets run with /bin/sh" test "$(grep -c 'scriptlet (using /bin/sh)' <<<"$rscripts")" = 3
 check ".rpm %post enables the unit" grep -q 'systemctl enable' <<<"$rscripts"
 check ".rpm %preun disables the unit on erase" grep -q 'systemctl disable' <<<"$rscripts"
 # Every scriptlet is valid sh, and without a running systemd it does nothing that fails.
 mkdir -p "$scratch/scriptlets"
-awk -v d="$scratch/scriptlets" '/scriptlet \(using/ {n++; f=d "/s" n ".sh"; next} {print > f}' <<<"$rscripts"
+awk -v d="$scratch/scriptlets" '/^[a-z]+ scriptlet/ {n++; f=d "/" $1 ".sh"; next} f {print > f}' <<<"$rscripts"
 for s in "$scratch"/scriptlets/*.sh; do
     check ".rpm scriptlet $(basename "$s") parses (sh -n)" sh -n "$s"
 done
+# Run them for real on this host (no systemd running here): install, then erase.
+check ".rpm %post (install) succeeds without systemd" sh "$scratch/scriptlets/postinstall.sh" 1
+check ".rpm %post created the cache dir" test -d /var/cache/salt/minion/beacond
+check ".rpm %preun (erase) succeeds without systemd" sh "$scratch/scriptlets/preuninstall.sh" 0
+check ".rpm %postun (erase) succeeds without systemd" sh "$scratch/scriptlets/postuninstall.sh" 0
 
 # --- .rpm into a scratch root ----------------------------------------------------------------
 rroot=$scratch/rpmroot
@@ -110,8 +119,6 @@ check ".rpm erase removed the binary" test ! -e "$rroot/usr/bin/beacond"
 # --- .deb on this machine: install, run, remove, purge ---------------------------------------
 if dpkg -s beacond >/dev/null 2>&1; then dpkg -P beacond >/dev/null 2>&1; fi
 cache=/var/cache/salt/minion/beacond
-had_cache_parent=0
-[ -d /var/cache/salt/minion ] && had_cache_parent=1
 out=$(dpkg -i "$DEB" 2>&1)
 st=$?
 printf '%s\n' "$out" | sed 's/^/  dpkg: /'
@@ -162,6 +169,8 @@ check "purged: state gone ($cache)" test ! -e "$cache"
 check "purged: enable link gone" test ! -e /etc/systemd/system/multi-user.target.wants/beacond.service
 if [ $had_cache_parent = 1 ]; then
     check "purged: salt-minion's /var/cache/salt/minion left alone" test -d /var/cache/salt/minion
+else
+    check "purged: no empty /var/cache/salt/minion left behind" test ! -e /var/cache/salt/minion
 fi
 check "purged: dpkg no longer knows beacond" bash -c "! dpkg -s beacond 2>/dev/null | grep -q '^Status: install'"
 
