@@ -32,7 +32,13 @@ scratch=$(mktemp -d /tmp/beacond-pkgtest.XXXXXX)
 # Whether salt-minion's cache dir existed before this test (purge must then leave it alone).
 had_cache_parent=0
 [ -d /var/cache/salt/minion ] && had_cache_parent=1
-trap 'rm -rf "$scratch"' EXIT
+installed_by_us=0
+cleanup() {
+    # Never leave the package on the machine when a check aborts half-way.
+    if [ $installed_by_us = 1 ] && dpkg -s beacond >/dev/null 2>&1; then dpkg -P beacond >/dev/null 2>&1; fi
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
 
 for tool in dpkg-deb rpm systemd-analyze objdump; do
     command -v "$tool" >/dev/null || { fail "required tool $tool is not installed"; finish; }
@@ -119,6 +125,7 @@ check ".rpm erase removed the binary" test ! -e "$rroot/usr/bin/beacond"
 # --- .deb on this machine: install, run, remove, purge ---------------------------------------
 if dpkg -s beacond >/dev/null 2>&1; then dpkg -P beacond >/dev/null 2>&1; fi
 cache=/var/cache/salt/minion/beacond
+installed_by_us=1
 out=$(dpkg -i "$DEB" 2>&1)
 st=$?
 printf '%s\n' "$out" | sed 's/^/  dpkg: /'
