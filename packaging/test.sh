@@ -52,7 +52,7 @@ RPM=$(ls "$PKGS"/beacond-*.rpm 2>/dev/null | head -1)
 [ -f "$DEB" ] && pass "built $(basename "$DEB")" || { fail "no .deb in $PKGS"; finish; }
 [ -f "$RPM" ] && pass "built $(basename "$RPM")" || { fail "no .rpm in $PKGS"; finish; }
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/beacond
-echo "binary: $(stat -c %s "$BIN") bytes; $(file -b "$BIN" | cut -d, -f1-2)"
+echo "binary: $(stat -c %s "$BIN") bytes"
 check "portability check rejects a binary needing GLIBC_2.34 (/bin/ls)" bash -c "! packaging/build.sh --check-glibc /bin/ls"
 check "binary has no dynamic dependencies (static, any glibc)" bash -c "! readelf -d '$BIN' | grep -q NEEDED"
 
@@ -144,7 +144,12 @@ mkdir -p "$cfg/minion.d" "$scratch/cache"
 printf 'id: pkgtest\ncachedir: %s\n' "$scratch/cache" >"$cfg/minion"
 cp /usr/share/beacond/examples/* "$cfg/minion.d/"
 cp /etc/salt/minion.d/beacond.conf.example "$cfg/minion.d/beacond.conf"
-check "installed: beacond --check accepts the examples and beacond.conf" /usr/bin/beacond --check -c "$cfg"
+check "installed: examples shipped ($(ls /usr/share/beacond/examples | wc -l) drop-ins)" test -n "$(ls /usr/share/beacond/examples)"
+check "installed: beacond --check accepts every example with beacond.conf" /usr/bin/beacond --check -c "$cfg"
+# --once on a config whose event is certain on any host (memusage above 1%), with the hand-over.
+rm -f "$cfg"/minion.d/*
+cp /etc/salt/minion.d/beacond.conf.example "$cfg/minion.d/beacond.conf"
+printf 'beacons:\n  memusage:\n    - percent: 1%%\n' >"$cfg/minion.d/mem.conf"
 once=$(/usr/bin/beacond --once -c "$cfg" 2>"$scratch/once.err")
 st=$?
 check "installed: beacond --once exits 0" test $st = 0

@@ -4,6 +4,7 @@
 use crate::beacons::BuildContext;
 use crate::cli::{Cli, DEFAULT_CONFIG_DIR};
 use crate::config::{self, ConfigError};
+use crate::scheduler::Scheduler;
 use crate::{output, scheduler};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +42,7 @@ pub fn main(cli: Cli) -> ExitCode {
     }
     let ctx = BuildContext::new(loaded.minion.clone());
     let (planned, build_errors) = scheduler::plan(&loaded.beacons, &ctx);
-    let errors: Vec<&ConfigError> = loaded.errors.iter().chain(&build_errors).collect();
+    let errors = sorted_errors(&loaded.errors, &build_errors);
 
     if cli.check {
         for e in &errors {
@@ -98,44 +99,141 @@ pub fn main(cli: Cli) -> ExitCode {
             tracing::warn!("no beacon to run");
         }
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let source = Source {
+            dir,
+            allow_builtin: !explicit,
+        };
         if cli.stdout {
             let sink = tokio::spawn(output::print_all(rx, cli.pretty));
-            tokio::select! {
-                () = scheduler::run(planned, ctx.clone(), tx) => {}
-                _ = shutdown_signal() => {}
-            }
+            run_beacons(&source, planned, ctx, tx).await;
             let _ = sink.await;
             return ExitCode::SUCCESS;
         }
-        send_to_master(planned, ctx, tx, rx).await
+        send_to_master(&source, planned, ctx, tx, rx).await
     })
 }
 
+/// Every problem, in file and line order.
+fn sorted_errors<'a>(a: &'a [ConfigError], b: &'a [ConfigError]) -> Vec<&'a ConfigError> {
+    let mut all: Vec<&ConfigError> = a.iter().chain(b).collect();
+    all.sort_by(|x, y| {
+        let key = |e: &ConfigError| e.pos.as_ref().map(|p| (p.file.clone(), p.line, p.col));
+        key(x).cmp(&key(y))
+    });
+    all
+}
+
+/// Where the configuration comes from, to read it again on SIGHUP.
+struct Source {
+    dir: PathBuf,
+    allow_builtin: bool,
+}
+
+/// Run the beacons until SIGTERM/SIGINT; SIGHUP reloads the configuration.
+async fn run_beacons(
+    source: &Source,
+    planned: Vec<scheduler::Planned>,
+    ctx: Arc<BuildContext>,
+    tx: mpsc::Sender<crate::event::Event>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sched = Scheduler::new(ctx.clone(), tx);
+    sched.apply(ctx, planned);
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            alive = sched.supervise(), if sched.has_tasks() => {
+                if !alive && sched.is_empty() {
+                    tracing::debug!("no beacon left running");
+                }
+            }
+            _ = hup.recv() => reload(source, &mut sched),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+/// Read the configuration again; a configuration with any problem is rejected as a whole and
+/// the running one stays.
+fn reload(source: &Source, sched: &mut Scheduler) {
+    let loaded = config::load_dir(&source.dir, source.allow_builtin);
+    let ctx = BuildContext::new(loaded.minion.clone());
+    let (planned, build_errors) = scheduler::plan(&loaded.beacons, &ctx);
+    let errors = sorted_errors(&loaded.errors, &build_errors);
+    if !errors.is_empty() {
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        tracing::error!(
+            "reload rejected: {} problem(s) in the new configuration; the running configuration stays",
+            errors.len()
+        );
+        return;
+    }
+    let planned = if loaded.all_enabled {
+        planned
+    } else {
+        Vec::new()
+    };
+    let s = sched.apply(Arc::new(ctx), planned);
+    tracing::info!(
+        "reloaded configuration: {} kept, {} restarted, {} added, {} removed",
+        s.kept,
+        s.restarted,
+        s.added,
+        s.removed
+    );
+}
+
+/// The normal mode: beacons → bounded queue → the Salt transport.
 async fn send_to_master(
+    source: &Source,
     planned: Vec<scheduler::Planned>,
     ctx: Arc<BuildContext>,
     tx: mpsc::Sender<crate::event::Event>,
     rx: mpsc::Receiver<crate::event::Event>,
 ) -> ExitCode {
-    let _ = (planned, ctx, tx, rx);
-    eprintln!(
-        "beacond: sending to a salt-master is not available in this build; use --stdout or --once"
-    );
-    ExitCode::FAILURE
+    use crate::transport::salt::{forward_with, Masters, MemQueue};
+    // Keys and master settings are checked before any beacon starts: a minion that cannot
+    // talk to its master must say so at once, not run blind.
+    let masters = match Masters::new(&ctx.minion) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("beacond: cannot start the Salt transport: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sender = tokio::spawn(forward_with(
+        masters,
+        rx,
+        MemQueue::new(crate::transport::salt::forward::MEM_QUEUE_MAX),
+    ));
+    run_beacons(source, planned, ctx, tx).await;
+    // The beacons are stopped and the queue closed: give the sender a short while to flush.
+    match tokio::time::timeout(SHUTDOWN_FLUSH, sender).await {
+        Ok(Ok(left)) if !crate::transport::salt::Backlog::is_empty(&left) => {
+            tracing::warn!(
+                undelivered = crate::transport::salt::Backlog::len(&left),
+                "stopped with undelivered events"
+            );
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!("stopped before every event was delivered"),
+    }
+    ExitCode::SUCCESS
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
+/// How long SIGTERM waits for queued events to reach the master.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;

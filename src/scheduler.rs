@@ -6,10 +6,11 @@ use crate::beacons::{self, Beacon, BeaconError, BuildContext, Data};
 use crate::config::BeaconConfig;
 use crate::event::Event;
 use crate::state_run::{running_state_job, StateJob};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// Salt's `loop_interval`: the default interval of a beacon.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,57 +86,167 @@ pub fn evaluate_once(planned: Vec<Planned>, ctx: &BuildContext) -> Vec<Event> {
     events
 }
 
-/// Run every beacon until all have finished (only `run_once` beacons finish) or the sender is
-/// closed. Panicking beacons are rebuilt after their interval.
-pub async fn run(planned: Vec<Planned>, ctx: Arc<BuildContext>, tx: mpsc::Sender<Event>) {
-    let mut tasks = JoinSet::new();
-    let mut configs = std::collections::HashMap::new();
-    for Planned { config, beacon } in planned {
-        let id = tasks
-            .spawn(run_beacon(config.clone(), beacon, ctx.clone(), tx.clone()))
-            .id();
-        configs.insert(id, config);
+/// The running beacons: one task each, supervised (a panicking beacon is rebuilt) and replaced
+/// on reload only where its config changed.
+pub struct Scheduler {
+    ctx: Arc<BuildContext>,
+    tx: mpsc::Sender<Event>,
+    tasks: JoinSet<()>,
+    /// Task id → the config it runs.
+    configs: HashMap<tokio::task::Id, BeaconConfig>,
+    /// Beacon name → its task's abort handle.
+    running: HashMap<String, AbortHandle>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: usize,
+    pub restarted: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl Scheduler {
+    pub fn new(ctx: Arc<BuildContext>, tx: mpsc::Sender<Event>) -> Self {
+        Scheduler {
+            ctx,
+            tx,
+            tasks: JoinSet::new(),
+            configs: HashMap::new(),
+            running: HashMap::new(),
+        }
     }
-    while let Some(done) = tasks.join_next_with_id().await {
+
+    pub fn context(&self) -> &Arc<BuildContext> {
+        &self.ctx
+    }
+
+    fn spawn(&mut self, config: BeaconConfig, beacon: Box<dyn Beacon>, delay: Duration) {
+        let (cfg, ctx, tx) = (config.clone(), self.ctx.clone(), self.tx.clone());
+        let abort = self.tasks.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            run_beacon(cfg, beacon, ctx, tx).await
+        });
+        self.running.insert(config.name.clone(), abort.clone());
+        self.configs.insert(abort.id(), config);
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(abort) = self.running.remove(name) {
+            // Aborting drops the beacon, which releases its fds and sockets.
+            abort.abort();
+            self.configs.remove(&abort.id());
+        }
+    }
+
+    /// Start the planned beacons (the first time), or move to a new plan: beacons whose config
+    /// is unchanged keep running with their state; changed ones are rebuilt; gone ones stop.
+    pub fn apply(&mut self, ctx: Arc<BuildContext>, planned: Vec<Planned>) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let minion_changed = ctx.minion != self.ctx.minion;
+        self.ctx = ctx;
+        let wanted: Vec<String> = planned.iter().map(|p| p.config.name.clone()).collect();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            if !wanted.contains(&name) {
+                self.stop(&name);
+                summary.removed += 1;
+            }
+        }
+        for Planned { config, beacon } in planned {
+            let current = self
+                .running
+                .get(&config.name)
+                .and_then(|a| self.configs.get(&a.id()));
+            match current {
+                Some(old) if !minion_changed && same_config(old, &config) => summary.kept += 1,
+                Some(_) => {
+                    self.stop(&config.name);
+                    self.spawn(config, beacon, Duration::ZERO);
+                    summary.restarted += 1;
+                }
+                None => {
+                    self.spawn(config, beacon, Duration::ZERO);
+                    summary.added += 1;
+                }
+            }
+        }
+        summary
+    }
+
+    /// Number of running beacons.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Tasks not yet reaped (running, or stopped but not yet joined).
+    pub fn has_tasks(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
+    /// Wait for the next beacon task to end and handle it: a `run_once` beacon is done; a
+    /// panicked one sends Salt's error event and is rebuilt after its interval. Returns false
+    /// when no beacon is left running (or the event sink is gone).
+    pub async fn supervise(&mut self) -> bool {
+        let Some(done) = self.tasks.join_next_with_id().await else {
+            return false;
+        };
         let (id, err) = match done {
             Ok((id, ())) => {
-                configs.remove(&id);
-                continue;
+                if let Some(cfg) = self.configs.remove(&id) {
+                    self.running.remove(&cfg.name);
+                }
+                return true;
             }
             Err(e) => (e.id(), e),
         };
-        let Some(config) = configs.remove(&id) else {
-            continue;
+        // A cancelled task was stopped on purpose (reload); its entries are already gone.
+        let Some(config) = self.configs.remove(&id) else {
+            return true;
         };
+        self.running.remove(&config.name);
         if !err.is_panic() {
-            continue;
+            return true;
         }
         let message = panic_message(err.into_panic());
         tracing::error!(beacon = %config.name, "beacon panicked: {message}; restarting it");
         let event = Event::beacon_error(
-            &ctx.minion.id,
+            &self.ctx.minion.id,
             &config.name,
             &format!("beacon panicked: {message}"),
         );
-        if tx.send(event).await.is_err() {
-            return;
+        if self.tx.send(event).await.is_err() {
+            return false;
         }
         // Rebuild from the config: the old state may be inconsistent.
-        match beacons::build(&config, &ctx) {
+        match beacons::build(&config, &self.ctx) {
             Ok(beacon) => {
                 let delay = interval_of(&config);
-                let (cfg, ctx, tx) = (config.clone(), ctx.clone(), tx.clone());
-                let id = tasks
-                    .spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        run_beacon(cfg, beacon, ctx, tx).await
-                    })
-                    .id();
-                configs.insert(id, config);
+                self.spawn(config, beacon, delay);
             }
             Err(e) => tracing::error!("{e}"),
         }
+        true
     }
+}
+
+/// Unchanged for a reload: same kind and the same config values (positions may move).
+fn same_config(a: &BeaconConfig, b: &BeaconConfig) -> bool {
+    a.module == b.module && a.raw == b.raw
+}
+
+/// Run every beacon until all have finished (only `run_once` beacons finish) or the sink is gone.
+pub async fn run(planned: Vec<Planned>, ctx: Arc<BuildContext>, tx: mpsc::Sender<Event>) {
+    let mut scheduler = Scheduler::new(ctx.clone(), tx);
+    scheduler.apply(ctx, planned);
+    while scheduler.supervise().await {}
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -269,5 +380,85 @@ async fn run_beacon(
             tracing::info!(beacon = %cfg.name, "run_once: disabled after its first run");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+
+    /// A beacon that panics on its second evaluation.
+    struct Faulty(u32);
+
+    impl Beacon for Faulty {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            self.0 += 1;
+            if self.0 == 2 {
+                panic!("source exploded");
+            }
+            Ok(vec![Data::new()])
+        }
+    }
+
+    /// A beacon whose source keeps failing the same way.
+    struct Broken;
+
+    impl Beacon for Broken {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            Err(BeaconError::Message("no such file".into()))
+        }
+    }
+
+    fn config(name: &str) -> BeaconConfig {
+        let text = "- interval: 0.01\n";
+        let node = yaml::parse("t", text).ok().flatten().expect("yaml");
+        BeaconConfig::parse(name, node.pos.clone(), &node).expect("config")
+    }
+
+    fn context() -> Arc<BuildContext> {
+        let loaded = crate::config::load_dir(std::path::Path::new("/nonexistent"), false);
+        let mut minion = loaded.minion;
+        minion.id = "unit".into();
+        Arc::new(BuildContext::new(minion))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_beacon_sends_an_error_event_and_the_others_go_on() {
+        let ctx = context();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sched = Scheduler::new(ctx.clone(), tx);
+        let planned = vec![
+            Planned {
+                config: config("faulty"),
+                beacon: Box::new(Faulty(0)),
+            },
+            Planned {
+                config: config("broken"),
+                beacon: Box::new(Broken),
+            },
+        ];
+        sched.apply(ctx, planned);
+        let supervisor = tokio::spawn(async move { while sched.supervise().await {} });
+        let mut panicked = None;
+        let mut broken_errors = 0;
+        let mut faulty_ok = 0;
+        while panicked.is_none() || faulty_ok < 1 {
+            let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("events keep coming")
+                .expect("channel open");
+            match (ev.tag.as_str(), ev.data.get("error")) {
+                ("salt/beacon/unit/faulty/", Some(e)) => panicked = Some(e.clone()),
+                ("salt/beacon/unit/faulty/", None) => faulty_ok += 1,
+                ("salt/beacon/unit/broken/", Some(_)) => broken_errors += 1,
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        let message = panicked.and_then(|v| v.as_str().map(str::to_owned));
+        assert_eq!(message.as_deref(), Some("beacon panicked: source exploded"));
+        // The same error again and again is reported once, not once per evaluation.
+        assert_eq!(broken_errors, 1);
+        supervisor.abort();
     }
 }

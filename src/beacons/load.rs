@@ -9,13 +9,16 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 const KEYS: [&str; 3] = ["1m", "5m", "15m"];
+const DEFAULT_PROCFS: &str = "/proc";
 
 pub struct Load {
     /// `[low, high]` per average, `None` where not configured.
     thresholds: [Option<(f64, f64)>; 3],
     onchangeonly: bool,
     emitatstartup: bool,
-    loadavg: PathBuf,
+    /// `None`: the kernel's own values through sysinfo(2), at the full fixed-point precision
+    /// Python's `os.getloadavg()` reports; `Some(file)`: a loadavg file (fixtures).
+    loadavg: Option<PathBuf>,
     last: Option<[f64; 3]>,
 }
 
@@ -59,9 +62,43 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         thresholds,
         onchangeonly: cfg.bool_opt("onchangeonly", false)?,
         emitatstartup: cfg.bool_opt("emitatstartup", true)?,
-        loadavg: PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("loadavg"),
+        loadavg: match cfg.str_opt("procfs", DEFAULT_PROCFS)?.as_str() {
+            DEFAULT_PROCFS => None,
+            other => Some(PathBuf::from(other).join("loadavg")),
+        },
         last: None,
     }))
+}
+
+/// The load averages as glibc's getloadavg(3) returns them: sysinfo(2)'s 16.16 fixed point.
+fn kernel_loadavg() -> Result<[f64; 3], BeaconError> {
+    // SAFETY: sysinfo only writes into the zero-initialised struct we pass; a zeroed
+    // `libc::sysinfo` is a valid value of that plain-data struct.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, exclusively borrowed `struct sysinfo`.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return Err(BeaconError::Message(format!(
+            "sysinfo: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(info.loads.map(|l| l as f64 / 65536.0))
+}
+
+fn file_loadavg(file: &std::path::Path) -> Result<[f64; 3], BeaconError> {
+    let text = read_text(file)?;
+    let mut avgs = [0.0f64; 3];
+    let mut fields = text.split_whitespace();
+    for slot in &mut avgs {
+        *slot = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
+            BeaconError::Message(format!(
+                "{}: unexpected content {:?}",
+                file.display(),
+                text.trim()
+            ))
+        })?;
+    }
+    Ok(avgs)
 }
 
 /// Python's `float()` accepts numbers and numeric strings.
@@ -72,18 +109,10 @@ fn number(n: &crate::config::yaml::Node) -> Option<f64> {
 
 impl Beacon for Load {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let text = read_text(&self.loadavg)?;
-        let mut avgs = [0.0f64; 3];
-        let mut fields = text.split_whitespace();
-        for slot in &mut avgs {
-            *slot = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
-                BeaconError::Message(format!(
-                    "{}: unexpected content {:?}",
-                    self.loadavg.display(),
-                    text.trim()
-                ))
-            })?;
-        }
+        let avgs = match &self.loadavg {
+            None => kernel_loadavg()?,
+            Some(file) => file_loadavg(file)?,
+        };
         let mut out = Vec::new();
         if self.onchangeonly && self.last.is_none() {
             self.last = Some(avgs);

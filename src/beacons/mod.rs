@@ -9,9 +9,16 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub(crate) mod dbus;
 pub mod diskusage;
+pub mod listening_ports;
 pub mod load;
 pub mod memusage;
+pub(crate) mod netlink;
+pub mod network_info;
+pub mod network_settings;
+pub mod ps;
+pub mod service;
 pub mod swapusage;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
@@ -96,8 +103,13 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
     ("diskusage", diskusage::build),
+    ("listening_ports", listening_ports::build),
     ("load", load::build),
     ("memusage", memusage::build),
+    ("network_info", network_info::build),
+    ("network_settings", network_settings::build),
+    ("ps", ps::build),
+    ("service", service::build),
     ("swapusage", swapusage::build),
 ];
 

@@ -72,16 +72,30 @@ pub fn from_top(top: &[(String, Node)], config_dir: &Path) -> MinionOpts {
         })
         .unwrap_or(DEFAULT_MASTER_PORT);
     let mut settings = Map::new();
-    for (k, v) in top {
+    // `beacons` is read separately; keeping it out means a reload that only changes beacons
+    // leaves the minion options equal.
+    for (k, v) in top.iter().filter(|(k, _)| k != "beacons") {
         settings.insert(k.clone(), v.to_json());
     }
+    let root_dir = text("root_dir").map(PathBuf::from);
+    let under_root = |p: String| prepend_root_dir(root_dir.as_deref(), PathBuf::from(p));
     MinionOpts {
         id,
-        cachedir: PathBuf::from(text("cachedir").unwrap_or_else(|| DEFAULT_CACHEDIR.into())),
-        pki_dir: PathBuf::from(text("pki_dir").unwrap_or_else(|| DEFAULT_PKI_DIR.into())),
+        cachedir: under_root(text("cachedir").unwrap_or_else(|| DEFAULT_CACHEDIR.into())),
+        pki_dir: under_root(text("pki_dir").unwrap_or_else(|| DEFAULT_PKI_DIR.into())),
         master,
         master_port,
         settings,
+    }
+}
+
+/// Salt's `prepend_root_dir`: paths move under `root_dir` unless they are already there.
+fn prepend_root_dir(root: Option<&Path>, path: PathBuf) -> PathBuf {
+    match root {
+        Some(root) if root != Path::new("/") && !path.starts_with(root) => {
+            root.join(path.strip_prefix("/").unwrap_or(&path))
+        }
+        _ => path,
     }
 }
 
@@ -119,5 +133,31 @@ fn canonical_name(host: &str) -> Option<String> {
         };
         libc::freeaddrinfo(res);
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+
+    fn opts(text: &str) -> MinionOpts {
+        let node = yaml::parse("m", text).ok().flatten().expect("yaml");
+        let top = node.as_map().map(<[_]>::to_vec).unwrap_or_default();
+        from_top(&top, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn defaults_and_root_dir_as_salt() {
+        let o = opts("id: a\n");
+        assert_eq!(o.cachedir, PathBuf::from(DEFAULT_CACHEDIR));
+        assert_eq!(o.master, ["salt"]);
+        assert_eq!(o.master_port, 4506);
+        let o = opts("id: a\nroot_dir: /srv/root\npki_dir: /srv/root/pki\nmaster: [m1, m2]\nmaster_port: '4510'\n");
+        assert_eq!(o.cachedir, PathBuf::from("/srv/root/var/cache/salt/minion"));
+        assert_eq!(o.pki_dir, PathBuf::from("/srv/root/pki"));
+        assert_eq!(o.master, ["m1", "m2"]);
+        assert_eq!(o.master_port, 4510);
+        assert!(!o.settings.contains_key("beacons"));
     }
 }

@@ -83,7 +83,9 @@ impl ConfigDir {
 /// What a finished run printed.
 pub struct Output {
     pub code: i32,
+    /// stdout parsed as JSON lines (`--once`, `--stdout`); empty for other modes.
     pub events: Vec<Value>,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -109,15 +111,22 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
         .spawn()
         .expect("spawn beacond");
     let out = wait_with_deadline(child, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // In the event modes every stdout line must be one JSON event: that is the contract.
+    let event_mode = args.iter().any(|a| *a == "--once" || *a == "--stdout");
+    let events = if event_mode {
+        stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Output {
         code: out.status.code().unwrap_or(-1),
         events,
+        stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

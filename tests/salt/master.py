@@ -9,7 +9,7 @@ lives under --root DIR; the master binds only 127.0.0.1. Subcommands:
 
   start --root DIR --ret-port N --publish-port N [--no-auto-accept]
         [--reactor 'TAG_GLOB=SLS_PATH' ...] [--master-key-from DIR]
-        [--worker-threads N] [--timeout S]
+        [--worker-threads N] [--timeout S] [--owner-pid PID]
       Write DIR/etc/salt/master and start salt-master in the background (own
       process group). Waits until the request port accepts TCP connections,
       the publish port is open, an event fired on the master's event bus comes
@@ -17,18 +17,25 @@ lives under --root DIR; the master binds only 127.0.0.1. Subcommands:
       Prints "ready pid=<pid>" and exits 0; on failure exits 1 after printing
       the master log tail to stderr. Reusing a DIR keeps its keys (restart).
       --master-key-from copies master.pem/master.pub from DIR first.
+      --owner-pid leaves a detached watchdog that stops the master when PID
+      exits (so a killed test process does not leak its master).
 
   stop --root DIR [--timeout S]
-      SIGTERM the master's process group, SIGKILL after the timeout, wait
-      until its processes are gone and the request port is closed.
+      SIGTERM the master's process group, SIGKILL after S seconds (default 3;
+      0 = SIGKILL at once), wait until its processes are gone and the request
+      port is closed. (A graceful salt-master shutdown often takes 4-7 s
+      because its Maintenance process ignores SIGTERM while loading modules;
+      a master killed this way restarts fine from the same root.)
 
   events --root DIR [--tag-prefix PREFIX] [--count N] [--timeout S]
+         [--owner-pid PID]
       Subscribe to the master's event bus; print "listening" on stderr once
       subscribed (verified by a round trip), then one JSON line
       {"tag": ..., "data": {...}} per event whose tag starts with PREFIX,
       flushed per line. Exits after N events (0 = unlimited) or S seconds
       (default 300; exit status 0 either way). Harness probe events
-      (tags beacond/harness/...) are never printed.
+      (tags beacond/harness/...) are never printed. Exits early when
+      --owner-pid exits.
 
   fire --root DIR --tag TAG [--data JSON]
       Fire one event on the master's event bus (like `salt-run event.send`
@@ -89,6 +96,7 @@ PROBE_PREFIX = "beacond/harness/"
 REACTOR_PROBE_TAG = "beacond/harness/reactor-probe"
 REACTOR_READY_TAG = "beacond/harness/reactor-ready"
 STATE_FILE = "harness.json"
+LOG_NOISE = ("[DEBUG", "[TRACE", "[PROFILE", "[GARBAGE")
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +171,12 @@ def log_tail(layout, lines=60):
                 text = f.read().splitlines()
         except OSError:
             continue
-        out.append(f"--- tail of {path} ---")
+        if path == layout.log_file:
+            # the log file is at debug level: keep INFO and above
+            text = [l for l in text if not any(n in l for n in LOG_NOISE)]
+            out.append(f"--- tail of {path} (INFO and above) ---")
+        else:
+            out.append(f"--- tail of {path} ---")
         out.extend(text[-lines:])
     return "\n".join(out) if out else "(no master log)"
 
@@ -433,19 +446,26 @@ def cmd_start(args):
     if not wait_for(ports_up, deadline) or proc.poll() is not None:
         fail("did not open ports 127.0.0.1:%d/%d" % (args.ret_port, args.publish_port))
 
-    opts = load_master_opts(layout)
-    event = master_event(opts, listen=True)
+    event = None
     try:
-        if not event_roundtrip(event, deadline):
-            fail("did not deliver an event on its event bus")
-        if conf.get("reactor"):
-            if not reactor_roundtrip(event, deadline):
-                fail("reactor did not answer a probe event")
+        opts = load_master_opts(layout)
+        event = master_event(opts, listen=True)
+        bus_ok = event_roundtrip(event, deadline)
+        reactor_ok = bus_ok and (not conf.get("reactor") or reactor_roundtrip(event, deadline))
+    except Exception as exc:  # pylint: disable=broad-except
+        fail(f"could not be reached on its event bus ({type(exc).__name__}: {exc})")
     finally:
-        with contextlib.suppress(Exception):
-            event.destroy()
+        if event is not None:
+            with contextlib.suppress(Exception):
+                event.destroy()
+    if not bus_ok:
+        fail("did not deliver an event on its event bus")
+    if not reactor_ok:
+        fail("reactor did not answer a probe event")
     if proc.poll() is not None:
         fail("exited during startup")
+    if args.owner_pid:
+        spawn_watchdog(proc.pid, args.owner_pid)
     print(f"ready pid={proc.pid}", flush=True)
     elapsed = time.monotonic() - started
     print(f"master.py: salt-master up in {elapsed:.1f}s", file=sys.stderr, flush=True)
@@ -481,6 +501,51 @@ def _stop_group(pgid, timeout):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     return wait_for(lambda: not group_members(pgid), time.monotonic() + 10.0, 0.05)
+
+
+def spawn_watchdog(master_pid, owner_pid):
+    """Detached process that stops the master's group once owner_pid exits.
+
+    Keeps a test process that dies without running its cleanup (SIGKILL, abort)
+    from leaking masters. Exits by itself when the master exits first.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)  # pylint: disable=protected-access
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        if devnull > 2:
+            os.close(devnull)
+        os.closerange(3, 1024)
+        _watch(master_pid, owner_pid)
+    finally:
+        os._exit(0)  # pylint: disable=protected-access
+
+
+def _watch(master_pid, owner_pid):
+    import select
+
+    try:
+        fds = [os.pidfd_open(owner_pid), os.pidfd_open(master_pid)]
+    except (AttributeError, OSError):
+        fds = None
+    if fds is not None:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        poller.poll()  # blocks until one of them exits
+    else:  # no pidfd (kernel < 5.3): poll /proc
+        while alive(owner_pid) and alive(master_pid):
+            time.sleep(0.5)
+    if not alive(owner_pid) and group_members(master_pid):
+        _stop_group(master_pid, 3.0)
 
 
 def cmd_stop(args):
@@ -519,6 +584,8 @@ def cmd_events(args):
     out = sys.stdout
     try:
         while time.monotonic() < deadline:
+            if args.owner_pid and not alive(args.owner_pid):
+                break
             wait = min(1.0, max(0.05, deadline - time.monotonic()))
             ev = event.get_event(wait=wait, tag="", full=True, match_type="startswith")
             if not ev:
@@ -668,11 +735,21 @@ def main(argv=None):
     p.add_argument("--worker-threads", type=int, default=2)
     p.add_argument("--log-level", default="debug", help="log_level_logfile")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--owner-pid",
+        type=int,
+        help="stop the master when this process exits (guards against leaked masters)",
+    )
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("stop", help="stop the master under --root")
     p.add_argument("--root", required=True)
-    p.add_argument("--timeout", type=float, default=15.0)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        help="seconds between SIGTERM and SIGKILL (0: SIGKILL at once)",
+    )
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("events", help="print the master's events as JSON lines")
@@ -680,6 +757,7 @@ def main(argv=None):
     p.add_argument("--tag-prefix", default="")
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--owner-pid", type=int, help="exit when this process exits")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("fire", help="fire an event on the master's event bus")

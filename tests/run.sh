@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The full test suite, from a fresh machine: installs what the tests need (Debian packages,
+# Salt 3006/3007/3008 in venvs cached under ~/.cache/beacond), then lint + every test.
+# Usage: tests/run.sh            (BEACOND_SKIP_SALT=1 skips the tests that need a salt-master)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\n==> %s\n' "$*"; }
+start=$(date +%s)
+
+# Debian packages the tests use: utmpdump (util-linux), ip (iproute2), dbus-daemon, openssl,
+# rpm (package checks), systemd-analyze (unit checks), script (pty shells).
+need_pkgs=()
+for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm:rpm \
+            systemd-analyze:systemd script:bsdutils; do
+  cmd=${spec%%:*}; pkg=${spec#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+# The service beacon's D-Bus tests run a systemd stand-in written with dbus-python.
+/usr/bin/python3 -c 'import dbus, gi' >/dev/null 2>&1 || need_pkgs+=(python3-dbus python3-gi)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ "${BEACOND_SKIP_SALT:-0}" != 1 ] && [ -x tests/salt/setup.sh ]; then
+  log "Salt masters for the transport and conformance tests"
+  tests/salt/setup.sh 3006 3007 3008
+fi
+if [ -x tests/salt/gen-vectors.sh ] && [ "${BEACOND_SKIP_SALT:-0}" != 1 ]; then
+  log "crypto test vectors from Salt's own code"
+  tests/salt/gen-vectors.sh
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --locked --all-targets -- --test-threads="${BEACOND_TEST_THREADS:-2}"
+
+if [ -x packaging/test.sh ]; then
+  log "packages"
+  packaging/test.sh
+fi
+if [ -x fuzz/run.sh ]; then
+  log "fuzzing (bounded)"
+  fuzz/run.sh
+fi
+log "all checks passed in $(( $(date +%s) - start )) s"
