@@ -17,8 +17,11 @@ fn dropins_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("beacond-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("minion.d")).expect("bench dir");
-    std::fs::write(dir.join("minion"), "id: bench\ncachedir: /tmp/beacond-bench-cache\n")
-        .expect("minion");
+    std::fs::write(
+        dir.join("minion"),
+        "id: bench\ncachedir: /tmp/beacond-bench-cache\n",
+    )
+    .expect("minion");
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("beacons");
     for entry in std::fs::read_dir(shipped).expect("beacons/").flatten() {
         let name = entry.file_name();

@@ -142,10 +142,14 @@ check "installed: postinst explained the inactive state" grep -q 'installed but 
 cfg=$scratch/etc
 mkdir -p "$cfg/minion.d" "$scratch/cache"
 printf 'id: pkgtest\ncachedir: %s\n' "$scratch/cache" >"$cfg/minion"
-cp /usr/share/beacond/examples/* "$cfg/minion.d/"
-cp /etc/salt/minion.d/beacond.conf.example "$cfg/minion.d/beacond.conf"
 check "installed: examples shipped ($(ls /usr/share/beacond/examples | wc -l) drop-ins)" test -n "$(ls /usr/share/beacond/examples)"
-check "installed: beacond --check accepts every example with beacond.conf" /usr/bin/beacond --check -c "$cfg"
+# Each example on its own (drop-ins may configure the same beacon differently), with beacond.conf.
+for ex in /usr/share/beacond/examples/*; do
+    rm -f "$cfg"/minion.d/*
+    cp "$ex" "$cfg/minion.d/"
+    cp /etc/salt/minion.d/beacond.conf.example "$cfg/minion.d/beacond.conf"
+    check "installed: beacond --check accepts example $(basename "$ex") with beacond.conf" /usr/bin/beacond --check -c "$cfg"
+done
 # --once on a config whose event is certain on any host (memusage above 1%), with the hand-over.
 rm -f "$cfg"/minion.d/*
 cp /etc/salt/minion.d/beacond.conf.example "$cfg/minion.d/beacond.conf"

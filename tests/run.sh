@@ -38,7 +38,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
-cargo test --locked --all-targets -- --test-threads="${BEACOND_TEST_THREADS:-2}"
+# Unit and integration tests. Benchmarks are compiled by clippy above but not run here: they
+# are measurements (cargo bench, benches/compare.sh), not checks.
+cargo test --locked --lib --bins --tests -- --test-threads="${BEACOND_TEST_THREADS:-2}"
 
 if [ -x packaging/test.sh ]; then
   log "packages"

@@ -13,9 +13,7 @@ use beacond::event::Event;
 use beacond::transport::salt::channel::LinkState;
 use beacond::transport::salt::crypto::{clean_key, pem_finger};
 use beacond::transport::salt::{forward_with, Backlog, Masters, MemQueue, TransportError};
-use common::salt::{
-    generate_master_key, marker_reactor, require_salt, EventStream, Master, MasterOptions, TempDir,
-};
+use common::salt::{marker_reactor, require_salt, EventStream, Master, MasterOptions, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -67,6 +65,15 @@ fn minion(id: &str, pki: &Path, masters: &[&Master], extra: Value) -> MinionOpts
     }
 }
 
+/// A master key pair as salt writes it (PKCS#1 private, SPKI public), made here rather than
+/// by another Python process.
+fn master_key_pair(dir: &Path) {
+    use beacond::transport::salt::crypto::PrivateKey;
+    let key = PrivateKey::generate(2048).expect("keygen");
+    std::fs::write(dir.join("master.pem"), key.to_pem().expect("pem")).expect("master.pem");
+    std::fs::write(dir.join("master.pub"), key.public_pem().expect("pub")).expect("master.pub");
+}
+
 fn event(id: &str, beacon: &str, sub: &str, data: Value) -> Event {
     let mut d = data.as_object().cloned().unwrap_or_default();
     d.insert("tag".into(), json!(sub));
@@ -111,6 +118,24 @@ fn series_suite(series: &str) {
         },
     );
     phase("master up");
+    // A second master with another key and without auto_accept, for the key tests at the
+    // end; it starts while the first one is exercised.
+    let other_key = dir.path().join("otherkey");
+    std::fs::create_dir_all(&other_key).expect("dir");
+    let strict = {
+        let series = series.to_owned();
+        std::thread::spawn(move || {
+            master_key_pair(&other_key);
+            Master::start(
+                &series,
+                MasterOptions {
+                    auto_accept: false,
+                    master_key_from: Some(other_key),
+                    ..MasterOptions::default()
+                },
+            )
+        })
+    };
     let rt = rt();
     let id = format!("bd-{series}");
     let pki = dir.path().join("pki");
@@ -271,17 +296,7 @@ fn series_suite(series: &str) {
 
     phase("restart ridden out");
     // A different master (another key) on the address of a cached one: refused, saying why.
-    let other_key = dir.path().join("otherkey");
-    std::fs::create_dir_all(&other_key).expect("dir");
-    generate_master_key(series, &other_key);
-    let strict = Master::start(
-        series,
-        MasterOptions {
-            auto_accept: false,
-            master_key_from: Some(other_key),
-            ..MasterOptions::default()
-        },
-    );
+    let strict = strict.join().expect("second master");
     let mut m = Masters::new(&minion(&id, &pki, &[&strict], json!({}))).expect("keys");
     let e = rt
         .block_on(m.deliver(&[event(&id, "probe", "x", json!({}))]))
@@ -306,17 +321,16 @@ fn series_suite(series: &str) {
     // A new minion on a master without auto_accept waits, then is accepted while running.
     let id2 = format!("bd-{series}-new");
     let pki2 = dir.path().join("pki2");
-    let auth_bus = strict.events("salt/auth");
-    let bus2 = strict.events("salt/beacon/");
+    // One listener for both salt/auth and salt/beacon/ (each costs a Python process).
+    let bus2 = strict.events("salt/");
     let m2 = Masters::new(&minion(&id2, &pki2, &[&strict], json!({}))).expect("keys");
     let (tx, sender) = spawn_sender(m2);
     let waiting = event(&id2, "probe", "waiting", json!({"k": "v"}));
     tx.blocking_send(waiting.clone()).expect("send");
-    auth_bus
-        .wait_for(EVENT_WAIT, |e| {
-            e["data"]["id"] == id2.as_str() && e["data"]["act"] == "pend"
-        })
-        .unwrap_or_else(|| panic!("no pending auth from {id2}\n{}", strict.log_tail(30)));
+    bus2.wait_for(EVENT_WAIT, |e| {
+        e["data"]["id"] == id2.as_str() && e["data"]["act"] == "pend"
+    })
+    .unwrap_or_else(|| panic!("no pending auth from {id2}\n{}", strict.log_tail(30)));
     assert!(strict.keys_in("minions_pre").contains(&id2));
     strict.accept_key(&id2);
     expect_event(&bus2, &waiting);
@@ -352,7 +366,7 @@ fn failover_and_multi_master() {
     let dir = TempDir::new("trmulti");
     let key = dir.path().join("key");
     std::fs::create_dir_all(&key).expect("dir");
-    generate_master_key(series, &key);
+    master_key_pair(&key);
     let shared = || MasterOptions {
         master_key_from: Some(key.clone()),
         ..MasterOptions::default()

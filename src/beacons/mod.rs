@@ -9,17 +9,32 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub mod btmp;
+pub mod cert_info;
 pub(crate) mod dbus;
 pub mod diskusage;
+pub mod fswatch;
+pub mod inotify;
+pub mod journald;
 pub mod listening_ports;
 pub mod load;
+pub mod log;
 pub mod memusage;
 pub(crate) mod netlink;
 pub mod network_info;
 pub mod network_settings;
+pub mod notify;
+pub mod pkg;
+pub mod proc_connector;
 pub mod ps;
+pub mod selinux;
 pub mod service;
+pub mod sh;
+pub mod status;
 pub mod swapusage;
+pub mod users;
+pub mod utmp;
+pub mod wtmp;
 
 /// The data of one event as a beacon returns it; a `tag` key becomes the tag's suffix.
 pub type Data = Map<String, Value>;
@@ -102,15 +117,26 @@ pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, C
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[(&str, Builder)] = &[
+    ("btmp", btmp::build),
+    ("cert_info", cert_info::build),
     ("diskusage", diskusage::build),
+    ("inotify", inotify::build),
+    ("journald", journald::build),
     ("listening_ports", listening_ports::build),
     ("load", load::build),
+    ("log", log::build),
     ("memusage", memusage::build),
     ("network_info", network_info::build),
     ("network_settings", network_settings::build),
+    ("pkg", pkg::build),
     ("ps", ps::build),
+    ("selinux", selinux::build),
     ("service", service::build),
+    ("sh", sh::build),
+    ("status", status::build),
     ("swapusage", swapusage::build),
+    ("users", users::build),
+    ("wtmp", wtmp::build),
 ];
 
 /// Build (and so validate) a configured beacon.

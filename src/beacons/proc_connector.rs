@@ -1,0 +1,506 @@
+//! The kernel's netlink proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): one multicast
+//! message per fork, exec and exit on the host, pushed by the kernel as it happens.
+//!
+//! Built on `libc` sockets (the wire format is three small C structs, parsed by offset here);
+//! no netlink crate is needed for one socket and one subscription message.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tokio::io::unix::AsyncFd;
+
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+
+/// A process event, by thread-group id (the process id user space sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// A new process (not a thread): `child` was forked by `parent`.
+    Fork { parent: i32, child: i32 },
+    /// `pid` replaced its image (`execve`).
+    Exec { pid: i32 },
+    /// Process `pid` exited (its last thread).
+    Exit { pid: i32 },
+    /// A gap in a CPU's event sequence numbers: `count` events were lost on the way (the
+    /// kernel drops a message it cannot allocate without telling the socket).
+    Lost { count: u64 },
+}
+
+/// The last sequence number seen per CPU (the kernel numbers proc events per CPU).
+#[derive(Debug, Default)]
+pub struct Sequences {
+    last: std::collections::HashMap<u32, u32>,
+}
+
+impl Sequences {
+    /// How many events were skipped before `seq` on `cpu`.
+    fn gap(&mut self, cpu: u32, seq: u32) -> u64 {
+        let gap = match self.last.get(&cpu) {
+            Some(&last) => {
+                let d = seq.wrapping_sub(last);
+                // Small forward jumps are losses; anything else (a restart) is not counted.
+                if d > 1 && d < (1 << 30) {
+                    (d - 1) as u64
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        self.last.insert(cpu, seq);
+        gap
+    }
+}
+
+/// A subscribed proc connector socket. Dropping it unsubscribes and closes the socket.
+pub struct ProcConnector {
+    fd: Option<OwnedFd>,
+    async_fd: Option<AsyncFd<OwnedFd>>,
+    seqs: Sequences,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl ProcConnector {
+    /// Open, size the receive buffer to `rcvbuf` bytes (forced past `rmem_max` when we have
+    /// CAP_NET_ADMIN), bind to the proc group and subscribe. Fails without CAP_NET_ADMIN on
+    /// older kernels, or in a network namespace other than the initial one.
+    pub fn open(rcvbuf: usize) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call with constant arguments; returns a new fd or -1.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_CONNECTOR,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+        let set = |opt| {
+            // SAFETY: `size` is a valid c_int for the duration of the call, and its length is
+            // passed; the fd is live.
+            check(unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })
+        };
+        if set(libc::SO_RCVBUFFORCE).is_err() {
+            let _ = set(libc::SO_RCVBUF);
+        }
+        // SAFETY: an all-zero sockaddr_nl is valid; we then set its fields.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = CN_IDX_PROC;
+        addr.nl_pid = 0;
+        // SAFETY: `addr` is a valid sockaddr_nl and its exact size is passed.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        })?;
+        let pc = ProcConnector {
+            fd: Some(fd),
+            async_fd: None,
+            seqs: Sequences::default(),
+        };
+        pc.control(PROC_CN_MCAST_LISTEN)?;
+        Ok(pc)
+    }
+
+    fn raw(&self) -> RawFd {
+        match (&self.fd, &self.async_fd) {
+            (Some(fd), _) => fd.as_raw_fd(),
+            (None, Some(a)) => a.get_ref().as_raw_fd(),
+            (None, None) => -1,
+        }
+    }
+
+    /// The actual receive buffer size the kernel granted.
+    pub fn rcvbuf(&self) -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid out-pointers of the sizes the kernel expects.
+        let r = unsafe {
+            libc::getsockopt(
+                self.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            0
+        } else {
+            v.max(0) as usize
+        }
+    }
+
+    /// Send a multicast control op (listen / ignore).
+    fn control(&self, op: u32) -> io::Result<()> {
+        let total = NLMSG_HDRLEN + CN_MSG_LEN + 4;
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes()); // nlmsg_len
+        msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes()); // nlmsg_type
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+        msg.extend_from_slice(&std::process::id().to_ne_bytes()); // nlmsg_pid
+        msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes()); // cb_id.idx
+        msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes()); // cb_id.val
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
+        msg.extend_from_slice(&4u16.to_ne_bytes()); // len
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+        msg.extend_from_slice(&op.to_ne_bytes()); // enum proc_cn_mcast_op
+                                                  // SAFETY: `msg` is a valid buffer of the length passed; the fd is live.
+        let n = unsafe { libc::send(self.raw(), msg.as_ptr().cast(), msg.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receive one datagram without blocking: Ok(None) when nothing is queued. An `ENOBUFS`
+    /// error means the kernel dropped messages because the receive buffer was full.
+    pub fn recv(&mut self, buf: &mut [u8], out: &mut Vec<ProcEvent>) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is writable for its length; the fd is live.
+            let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(None),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            let n = n as usize;
+            parse(&buf[..n], out, &mut self.seqs);
+            return Ok(Some(n));
+        }
+    }
+
+    /// Wait until a datagram (or an error such as ENOBUFS) is queued. Needs a tokio runtime.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if self.async_fd.is_none() {
+            if let Some(fd) = self.fd.take() {
+                // SAFETY: the OwnedFd moves into the AsyncFd, which owns it from now on; it is
+                // neither closed nor replaced while registered.
+                let afd =
+                    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
+                self.async_fd = Some(afd);
+            }
+        }
+        let Some(afd) = &self.async_fd else {
+            return Err(io::Error::other("proc connector socket is closed"));
+        };
+        let mut guard = afd.readable().await?;
+        // The caller drains the socket until WouldBlock; let tokio re-arm.
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+impl Drop for ProcConnector {
+    fn drop(&mut self) {
+        // Tell the kernel one listener fewer (older kernels count listeners by these messages
+        // and keep generating events otherwise); the fd closes right after.
+        let _ = self.control(PROC_CN_MCAST_IGNORE);
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    let s = b.get(o..o + 4)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    let s = b.get(o..o + 2)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+/// Parse the netlink messages of one datagram.
+pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>, seqs: &mut Sequences) {
+    const PROC_EVENT_FORK: u32 = 0x1;
+    const PROC_EVENT_EXEC: u32 = 0x2;
+    const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let Some(len) = u32_at(buf, off).map(|l| l as usize) else {
+            break;
+        };
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            break;
+        }
+        let kind = u16_at(buf, off + 4).unwrap_or(0);
+        let msg = &buf[off + NLMSG_HDRLEN..off + len];
+        off += (len + 3) & !3;
+        if kind == NLMSG_ERROR {
+            continue;
+        }
+        // cn_msg: idx, val, seq, ack, len (u16), flags (u16), then the proc_event.
+        if u32_at(msg, 0) != Some(CN_IDX_PROC) || u32_at(msg, 4) != Some(CN_VAL_PROC) {
+            continue;
+        }
+        let ev = &msg[CN_MSG_LEN.min(msg.len())..];
+        // cn_msg.seq is the sending CPU's event counter; proc_event.cpu names that CPU.
+        if let (Some(seq), Some(cpu)) = (u32_at(msg, 8), u32_at(ev, 4)) {
+            let count = seqs.gap(cpu, seq);
+            if count > 0 {
+                out.push(ProcEvent::Lost { count });
+            }
+        }
+        // proc_event: what (u32), cpu (u32), timestamp_ns (u64), then event_data.
+        let (Some(what), data) = (u32_at(ev, 0), ev.get(16..).unwrap_or(&[])) else {
+            continue;
+        };
+        let w = |i: usize| u32_at(data, i * 4).map(|v| v as i32);
+        let parsed = match what {
+            PROC_EVENT_FORK => match (w(1), w(2), w(3)) {
+                // parent_pid, parent_tgid, child_pid, child_tgid: processes only.
+                (Some(parent), Some(cpid), Some(ctgid)) if cpid == ctgid => Some(ProcEvent::Fork {
+                    parent,
+                    child: ctgid,
+                }),
+                _ => None,
+            },
+            PROC_EVENT_EXEC => w(1).map(|pid| ProcEvent::Exec { pid }),
+            PROC_EVENT_EXIT => match (w(0), w(1)) {
+                (Some(p), Some(tgid)) if p == tgid => Some(ProcEvent::Exit { pid: tgid }),
+                _ => None,
+            },
+            _ => None,
+        };
+        out.extend(parsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(what: u32, words: &[u32]) -> Vec<u8> {
+        let mut ev = Vec::new();
+        ev.extend_from_slice(&what.to_ne_bytes());
+        ev.extend_from_slice(&0u32.to_ne_bytes());
+        ev.extend_from_slice(&0u64.to_ne_bytes());
+        for w in words {
+            ev.extend_from_slice(&w.to_ne_bytes());
+        }
+        let mut cn = Vec::new();
+        for v in [CN_IDX_PROC, CN_VAL_PROC, 0, 0] {
+            cn.extend_from_slice(&v.to_ne_bytes());
+        }
+        cn.extend_from_slice(&(ev.len() as u16).to_ne_bytes());
+        cn.extend_from_slice(&0u16.to_ne_bytes());
+        cn.extend(ev);
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDRLEN + cn.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend(cn);
+        m
+    }
+
+    #[test]
+    fn sequence_gaps_count_lost_events() {
+        let mut s = Sequences::default();
+        assert_eq!(s.gap(0, 10), 0);
+        assert_eq!(s.gap(0, 11), 0);
+        assert_eq!(s.gap(1, 5), 0);
+        assert_eq!(s.gap(0, 15), 3);
+        assert_eq!(s.gap(1, 6), 0);
+        assert_eq!(s.gap(0, u32::MAX), 0, "a backwards jump is not a loss");
+        assert_eq!(s.gap(0, 1), 1, "wrap-around");
+    }
+
+    #[test]
+    fn parses_fork_exec_exit_and_skips_threads() {
+        let mut buf = message(1, &[10, 10, 11, 11]);
+        buf.extend(message(1, &[10, 10, 12, 10])); // a thread
+        buf.extend(message(2, &[11, 11]));
+        buf.extend(message(0x8000_0000, &[11, 11, 0, 0, 10, 10]));
+        let mut out = Vec::new();
+        parse(&buf, &mut out, &mut Sequences::default());
+        assert_eq!(
+            out,
+            [
+                ProcEvent::Fork {
+                    parent: 10,
+                    child: 11
+                },
+                ProcEvent::Exec { pid: 11 },
+                ProcEvent::Exit { pid: 11 }
+            ]
+        );
+    }
+}
+
+/// What the reader thread passes on, in the kernel's order.
+#[derive(Debug)]
+pub enum Msg<T> {
+    Fork {
+        parent: i32,
+        child: i32,
+    },
+    /// An exec, with what the thread read of the process at once.
+    Exec {
+        pid: i32,
+        info: T,
+    },
+    Exit {
+        pid: i32,
+    },
+    /// The kernel dropped messages (ENOBUFS): the receive buffer was full.
+    Overrun,
+    /// Gaps in the kernel's sequence numbers: `count` events lost.
+    Lost {
+        count: u64,
+    },
+}
+
+/// A dedicated thread that reads the connector and, for each exec, reads the process from
+/// /proc at once (`inspect`), at a raised scheduling priority when allowed: a process that
+/// lives a few milliseconds must be read before it exits, even on a busy host and while the
+/// agent's own thread is busy with other beacons. Messages flow to the beacon in order through
+/// a bounded channel; when the beacon falls behind, the thread waits, the kernel's buffer fills
+/// and the loss comes back as `Overrun` (never silent). Dropping the reader stops and joins
+/// the thread, which unsubscribes and closes the socket.
+pub struct Reader<T> {
+    rx: Option<tokio::sync::mpsc::Receiver<Msg<T>>>,
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Reader<T> {
+    pub fn spawn<F>(pc: ProcConnector, capacity: usize, inspect: F) -> io::Result<Self>
+    where
+        F: Fn(i32) -> T + Send + 'static,
+    {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both fds were just created by pipe2 and are owned by nothing else.
+        let (stop_r, stop_w) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("sh-proc-connector".into())
+            .spawn(move || reader_loop(pc, stop_r, tx, inspect))?;
+        Ok(Reader {
+            rx: Some(rx),
+            stop: Some(stop_w),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait for the next message (None when the thread has ended).
+    pub async fn recv(&mut self) -> Option<Msg<T>> {
+        self.rx.as_mut()?.recv().await
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Msg<T>> {
+        self.rx.as_mut()?.try_recv().ok()
+    }
+}
+
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        // Closing the pipe's write end wakes the thread's poll (POLLHUP); closing the channel
+        // releases a thread waiting to send.
+        self.stop.take();
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reader_loop<T, F: Fn(i32) -> T>(
+    mut pc: ProcConnector,
+    stop: OwnedFd,
+    tx: tokio::sync::mpsc::Sender<Msg<T>>,
+    inspect: F,
+) {
+    // SAFETY: setpriority on the calling thread (tid) only changes its nice value; failure
+    // (no CAP_SYS_NICE) is harmless and leaves the default.
+    let raised = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10) == 0
+    };
+    tracing::debug!(raised, "proc connector reader thread started");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = Vec::new();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pc.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %io::Error::last_os_error(), "proc connector poll failed");
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        loop {
+            events.clear();
+            let msg = match pc.recv(&mut buf, &mut events) {
+                Ok(None) => break,
+                Ok(Some(_)) => None,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Some(Msg::Overrun),
+                Err(e) => {
+                    tracing::error!(error = %e, "proc connector receive failed");
+                    return;
+                }
+            };
+            let msgs = msg.into_iter().chain(events.drain(..).map(|ev| match ev {
+                ProcEvent::Fork { parent, child } => Msg::Fork { parent, child },
+                ProcEvent::Exec { pid } => Msg::Exec {
+                    pid,
+                    info: inspect(pid),
+                },
+                ProcEvent::Exit { pid } => Msg::Exit { pid },
+                ProcEvent::Lost { count } => Msg::Lost { count },
+            }));
+            for m in msgs {
+                if tx.blocking_send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! `sh`: every command executed, as Salt's `sh` beacon reports it (tag
+//! `salt/beacon/<id>/sh/<shell pid>`, data `cmd`, `args` including argv[0], `user`), from the
+//! kernel's proc connector (exec events pushed as they happen; no strace), with the process
+//! read from /proc at once: `pid`, `ppid`, `uid`, `euid`, `cwd`, `tty`, `comm`, `exe`,
+//! `shell_pid`, and `source` (`proc_connector` or `proc_scan`).
+//!
+//! Options:
+//! - `scope`: `shells` (default, Salt's meaning: commands run under a shell listed in the
+//!   shells file — the exec'ing process was a shell, or an ancestor is) or `all` (every exec).
+//! - `users`: only these users' commands (names). `exclude`: command regexes; a command whose
+//!   `cmd` or command line (`args` joined by spaces) matches one is not reported.
+//! - `shells_file` (default `/etc/shells`), `procfs` (default `/proc`).
+//! - `source`: `auto` (default: the proc connector, else /proc scanning), `proc_connector` or
+//!   `proc_scan` (forced; for tests and hosts where the connector misbehaves).
+//! - `rcvbuf`: the netlink receive buffer in bytes (default 16 MiB).
+//! - `scan_interval`: seconds between /proc scans in `proc_scan` mode (default 0.25).
+//!
+//! Loss is never silent: a receive buffer overrun (ENOBUFS), or a gap in the kernel's per-CPU
+//! event sequence numbers (a message the kernel could not allocate), fires an `overrun` event
+//! (`overruns`, `lost`: running totals), then /proc is rescanned and processes still alive that were missed are reported
+//! with `recovered: true`. A process gone before /proc could be read is still reported with
+//! what is known (pid, ppid, and `argv_missing: true`). In `proc_scan` mode, processes that
+//! live less than one scan interval are not seen at all; the log and every event's `source`
+//! say which mode is active.
+//!
+//! The tag's pid is the shell's (Salt tags each event with the pid of the traced shell);
+//! `pid` is the process that ran the command.
+
+use super::proc_connector::{Msg, ProcConnector, Reader};
+use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use crate::config::yaml::Yaml;
+use crate::config::{BeaconConfig, ConfigError};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Shells,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Auto,
+    Connector,
+    Scan,
+}
+
+/// What we know of a live process.
+#[derive(Debug, Clone)]
+struct Proc {
+    ppid: i32,
+    /// Its current image is a shell.
+    shell: bool,
+    /// /proc/<pid>/stat starttime (scan mode identity).
+    start: u64,
+}
+
+enum Mode {
+    Connector(Reader<Info>),
+    Scan,
+}
+
+pub struct Sh {
+    scope: Scope,
+    users: Option<HashSet<String>>,
+    exclude: Vec<fancy_regex::Regex>,
+    shells_file: PathBuf,
+    procfs: PathBuf,
+    source: Source,
+    rcvbuf: usize,
+    scan_interval: Duration,
+    shells: Shells,
+    mode: Option<Mode>,
+    table: HashMap<i32, Proc>,
+    names: HashMap<u32, String>,
+    overruns: u64,
+    /// Events missing from the kernel's per-CPU sequence numbers.
+    lost: u64,
+    /// A message taken by `ready` and not yet evaluated.
+    buffered: Option<Msg<Info>>,
+    /// Evaluate without waiting (after start, or when a drain stopped early).
+    pending: bool,
+}
+
+#[derive(Default)]
+struct Shells {
+    paths: HashSet<String>,
+    names: HashSet<String>,
+    checked: Option<Instant>,
+    mtime: Option<std::time::SystemTime>,
+}
+
+impl Shells {
+    /// Re-read the shells file when it changed (checked at most every 5 s, as Salt caches).
+    fn refresh(&mut self, file: &Path) {
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        if mtime == self.mtime && !self.paths.is_empty() {
+            return;
+        }
+        self.mtime = mtime;
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                self.paths.clear();
+                self.names.clear();
+                for l in text.lines().map(str::trim) {
+                    if l.is_empty() || l.starts_with('#') {
+                        continue;
+                    }
+                    self.paths.insert(l.to_owned());
+                    if let Some(n) = Path::new(l).file_name() {
+                        self.names.insert(n.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the shells file")
+            }
+        }
+    }
+
+    fn is_shell(&self, exe: Option<&str>, argv0: Option<&str>) -> bool {
+        if exe.is_some_and(|e| self.paths.contains(e)) {
+            return true;
+        }
+        let base = |s: &str| {
+            let s = s.trim_start_matches('-');
+            s.rsplit('/').next().unwrap_or(s).to_owned()
+        };
+        argv0.is_some_and(|a| self.names.contains(&base(a)))
+            || exe.is_some_and(|e| self.names.contains(&base(e)))
+    }
+}
+
+fn str_list(cfg: &BeaconConfig, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(n) = cfg.opt(key) else {
+        return Ok(None);
+    };
+    match &n.value {
+        Yaml::Null => Ok(None),
+        Yaml::Str(s) => Ok(Some(vec![s.clone()])),
+        Yaml::Seq(items) => items
+            .iter()
+            .map(|i| match &i.value {
+                Yaml::Str(s) => Ok(s.clone()),
+                Yaml::Int(v) => Ok(v.to_string()),
+                _ => Err(cfg.error(
+                    i,
+                    format!(
+                        "{key} must be a list of strings, found an item that is {}",
+                        i.kind()
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Err(cfg.error(
+            n,
+            format!("{key} must be a list of strings, found {}", n.kind()),
+        )),
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "scope",
+    "users",
+    "exclude",
+    "shells_file",
+    "procfs",
+    "source",
+    "rcvbuf",
+    "scan_interval",
+];
+
+pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    for (k, v) in &cfg.options {
+        if !KNOWN.contains(&k.as_str()) {
+            return Err(cfg.error(
+                v,
+                format!(
+                    "unknown option '{k}' (expected one of: {})",
+                    KNOWN.join(", ")
+                ),
+            ));
+        }
+    }
+    let scope = match cfg.str_opt("scope", "shells")?.as_str() {
+        "shells" => Scope::Shells,
+        "all" => Scope::All,
+        other => {
+            let at = cfg
+                .opt("scope")
+                .map_or_else(|| cfg.error_here(""), |n| cfg.error(n, ""));
+            return Err(ConfigError {
+                message: format!("scope must be 'shells' or 'all', found '{other}'"),
+                ..at
+            });
+        }
+    };
+    let source = match cfg.str_opt("source", "auto")?.as_str() {
+        "auto" => Source::Auto,
+        "proc_connector" => Source::Connector,
+        "proc_scan" => Source::Scan,
+        other => {
+            let at = cfg
+                .opt("source")
+                .map_or_else(|| cfg.error_here(""), |n| cfg.error(n, ""));
+            return Err(ConfigError {
+                message: format!(
+                    "source must be 'auto', 'proc_connector' or 'proc_scan', found '{other}'"
+                ),
+                ..at
+            });
+        }
+    };
+    let mut exclude = Vec::new();
+    if let Some(list) = str_list(cfg, "exclude")? {
+        let node = cfg.opt("exclude");
+        for pat in list {
+            let re = fancy_regex::Regex::new(&pat).map_err(|e| {
+                let at = node.map_or_else(|| cfg.error_here(""), |n| cfg.error(n, ""));
+                ConfigError {
+                    message: format!("exclude: '{pat}' is not a valid regex: {e}"),
+                    ..at
+                }
+            })?;
+            exclude.push(re);
+        }
+    }
+    let rcvbuf = cfg.f64_opt("rcvbuf", 16.0 * 1024.0 * 1024.0)?;
+    let scan = cfg.f64_opt("scan_interval", 0.25)?;
+    if !(scan > 0.0 && scan.is_finite()) {
+        return Err(cfg.error_here("scan_interval must be a positive number of seconds"));
+    }
+    Ok(Box::new(Sh {
+        scope,
+        users: str_list(cfg, "users")?.map(|v| v.into_iter().collect()),
+        exclude,
+        shells_file: PathBuf::from(cfg.str_opt("shells_file", "/etc/shells")?),
+        procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
+        source,
+        rcvbuf: rcvbuf.clamp(65_536.0, 1024.0 * 1024.0 * 1024.0) as usize,
+        scan_interval: Duration::from_secs_f64(scan),
+        shells: Shells::default(),
+        mode: None,
+        table: HashMap::new(),
+        names: HashMap::new(),
+        overruns: 0,
+        lost: 0,
+        buffered: None,
+        pending: false,
+    }))
+}
+
+/// A process as read from /proc right after its exec.
+#[derive(Debug, Default)]
+struct Info {
+    args: Vec<String>,
+    comm: Option<String>,
+    exe: Option<String>,
+    cwd: Option<String>,
+    ppid: Option<i32>,
+    uid: Option<u32>,
+    euid: Option<u32>,
+    tty: Option<String>,
+    start: Option<u64>,
+}
+
+/// argv from `/proc/<pid>/cmdline`; empty when the process is gone (or a zombie).
+fn read_args(dir: &Path) -> Vec<String> {
+    let Ok(raw) = std::fs::read(dir.join("cmdline")) else {
+        return Vec::new();
+    };
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// `tty_nr` (major/minor as the kernel encodes it) as a name like `pts/3` or `tty1`.
+fn tty_name(nr: u64) -> Option<String> {
+    if nr == 0 {
+        return None;
+    }
+    let major = (nr >> 8) & 0xfff;
+    let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
+    Some(match major {
+        136..=143 => format!("pts/{}", (major - 136) * 256 + minor),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        5 if minor == 1 => "console".into(),
+        _ => format!("{major}:{minor}"),
+    })
+}
+
+/// A process as /proc shows it now (argv first: it is what vanishes with the process).
+fn read_info(procfs: &Path, pid: i32) -> Info {
+    let dir = procfs.join(pid.to_string());
+    let mut info = Info {
+        args: read_args(&dir),
+        ..Info::default()
+    };
+    if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
+        if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
+            info.comm = Some(stat[open + 1..close].to_owned());
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // After ")": state(0) ppid(1) pgrp(2) session(3) tty_nr(4) ... starttime(19)
+            info.ppid = f.get(1).and_then(|s| s.parse().ok());
+            info.tty = f.get(4).and_then(|s| s.parse().ok()).and_then(tty_name);
+            info.start = f.get(19).and_then(|s| s.parse().ok());
+        }
+    }
+    if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+        if let Some(l) = status.lines().find(|l| l.starts_with("Uid:")) {
+            let ids: Vec<u32> = l[4..]
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            info.uid = ids.first().copied();
+            info.euid = ids.get(1).copied();
+        }
+    }
+    let link = |name: &str| {
+        std::fs::read_link(dir.join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    info.exe = link("exe").map(|e| e.trim_end_matches(" (deleted)").to_owned());
+    info.cwd = link("cwd");
+    info
+}
+
+impl Sh {
+    fn read_info(&self, pid: i32) -> Info {
+        read_info(&self.procfs, pid)
+    }
+
+    fn user_name(&mut self, uid: u32) -> String {
+        self.names
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| uid.to_string(), |u| u.name)
+            })
+            .clone()
+    }
+
+    /// The nearest shell: the process itself before this exec, else an ancestor.
+    fn shell_of(&self, pid: i32, ppid: Option<i32>) -> Option<i32> {
+        if self.table.get(&pid).is_some_and(|p| p.shell) {
+            return Some(pid);
+        }
+        let mut cur = ppid?;
+        for _ in 0..64 {
+            if cur <= 1 {
+                return None;
+            }
+            let (shell, next) = match self.table.get(&cur) {
+                Some(p) => (p.shell, p.ppid),
+                None => {
+                    let i = self.read_info(cur);
+                    let argv0 = i.args.first().map(String::as_str);
+                    (self.shells.is_shell(i.exe.as_deref(), argv0), i.ppid?)
+                }
+            };
+            if shell {
+                return Some(cur);
+            }
+            cur = next;
+        }
+        None
+    }
+
+    /// Turn one exec into an event (or nothing, when out of scope or filtered).
+    fn on_exec(
+        &mut self,
+        pid: i32,
+        source: &str,
+        recovered: bool,
+        read: Option<Info>,
+    ) -> Option<Data> {
+        let info = read.unwrap_or_else(|| self.read_info(pid));
+        let known = self.table.get(&pid).cloned();
+        let ppid = info.ppid.or(known.as_ref().map(|p| p.ppid));
+        let shell_pid = self.shell_of(pid, ppid);
+        let argv0 = info.args.first().map(String::as_str);
+        let is_shell = self.shells.is_shell(info.exe.as_deref(), argv0);
+        self.table.insert(
+            pid,
+            Proc {
+                ppid: ppid.unwrap_or(0),
+                shell: is_shell,
+                start: info.start.unwrap_or(0),
+            },
+        );
+        if self.scope == Scope::Shells && shell_pid.is_none() {
+            return None;
+        }
+        let user = info.uid.map(|u| self.user_name(u));
+        if let Some(users) = &self.users {
+            if !user.as_ref().is_some_and(|u| users.contains(u)) {
+                return None;
+            }
+        }
+        let cmd = info
+            .exe
+            .clone()
+            .or_else(|| info.args.first().cloned())
+            .or_else(|| info.comm.clone())
+            .unwrap_or_default();
+        let line = info.args.join(" ");
+        if self
+            .exclude
+            .iter()
+            .any(|re| re.is_match(&cmd).unwrap_or(false) || re.is_match(&line).unwrap_or(false))
+        {
+            return None;
+        }
+        let mut d = Data::new();
+        d.insert("tag".into(), json!(shell_pid.unwrap_or(pid).to_string()));
+        d.insert("cmd".into(), json!(cmd));
+        d.insert("args".into(), json!(info.args));
+        d.insert("user".into(), user.map_or(Value::Null, Value::from));
+        d.insert("uid".into(), info.uid.map_or(Value::Null, Value::from));
+        d.insert("euid".into(), info.euid.map_or(Value::Null, Value::from));
+        d.insert("pid".into(), json!(pid));
+        d.insert("ppid".into(), ppid.map_or(Value::Null, Value::from));
+        d.insert(
+            "shell_pid".into(),
+            shell_pid.map_or(Value::Null, Value::from),
+        );
+        d.insert("cwd".into(), info.cwd.map_or(Value::Null, Value::from));
+        d.insert("tty".into(), info.tty.map_or(Value::Null, Value::from));
+        d.insert("comm".into(), info.comm.map_or(Value::Null, Value::from));
+        d.insert("exe".into(), info.exe.map_or(Value::Null, Value::from));
+        d.insert("argv_missing".into(), json!(info.args.is_empty()));
+        d.insert("source".into(), json!(source));
+        if recovered {
+            d.insert("recovered".into(), json!(true));
+        }
+        Some(d)
+    }
+
+    /// The pids in /proc with their start time.
+    fn list_pids(&self) -> Result<Vec<(i32, u64)>, BeaconError> {
+        let dir = std::fs::read_dir(&self.procfs).map_err(|e| BeaconError::io(&self.procfs, e))?;
+        let mut out = Vec::new();
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let start = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    let close = s.rfind(')')?;
+                    s[close + 1..].split_whitespace().nth(19)?.parse().ok()
+                })
+                .unwrap_or(0);
+            out.push((pid, start));
+        }
+        Ok(out)
+    }
+
+    /// Learn every live process (parents and shells) without reporting it.
+    fn baseline(&mut self) -> Result<(), BeaconError> {
+        self.table.clear();
+        for (pid, _) in self.list_pids()? {
+            let i = self.read_info(pid);
+            let argv0 = i.args.first().map(String::as_str);
+            let shell = self.shells.is_shell(i.exe.as_deref(), argv0);
+            self.table.insert(
+                pid,
+                Proc {
+                    ppid: i.ppid.unwrap_or(0),
+                    shell,
+                    start: i.start.unwrap_or(0),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Report the processes in /proc that are new since the last scan.
+    fn scan(&mut self, source: &str, recovered: bool) -> Result<Vec<Data>, BeaconError> {
+        let pids = self.list_pids()?;
+        let live: HashSet<i32> = pids.iter().map(|(p, _)| *p).collect();
+        let mut out = Vec::new();
+        // Parents first: a lower pid usually is the older process.
+        let mut new: Vec<(i32, u64)> = pids
+            .into_iter()
+            .filter(|(pid, start)| {
+                // A start time of 0 is a process we know from a fork event: not new.
+                self.table
+                    .get(pid)
+                    .is_none_or(|p| p.start != 0 && p.start != *start)
+            })
+            .collect();
+        new.sort();
+        for (pid, _) in new {
+            if let Some(d) = self.on_exec(pid, source, recovered, None) {
+                out.push(d);
+            }
+        }
+        self.table.retain(|pid, _| live.contains(pid));
+        Ok(out)
+    }
+
+    fn drain_connector(&mut self) -> Result<Vec<Data>, BeaconError> {
+        let mut out = Vec::new();
+        let mut overrun = false;
+        self.pending = false;
+        // Bounded per evaluation so one burst cannot starve the other beacons' output.
+        for i in 0..4096 {
+            let msg = match self.buffered.take() {
+                Some(m) => m,
+                None => match &mut self.mode {
+                    Some(Mode::Connector(reader)) => match reader.try_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ => break,
+                },
+            };
+            if i == 4095 {
+                self.pending = true;
+            }
+            match msg {
+                Msg::Fork { parent, child } => {
+                    // A forked copy is where the shell runs a command: its nearest shell is the
+                    // parent, so the copy itself does not count as one.
+                    self.table.insert(
+                        child,
+                        Proc {
+                            ppid: parent,
+                            shell: false,
+                            start: 0,
+                        },
+                    );
+                }
+                Msg::Exec { pid, info } => {
+                    out.extend(self.on_exec(pid, "proc_connector", false, Some(info)));
+                }
+                Msg::Exit { pid } => {
+                    self.table.remove(&pid);
+                }
+                Msg::Overrun => {
+                    overrun = true;
+                    self.overruns += 1;
+                }
+                Msg::Lost { count } => {
+                    overrun = true;
+                    self.lost += count;
+                }
+            }
+        }
+        if overrun {
+            tracing::warn!(
+                overruns = self.overruns,
+                lost = self.lost,
+                "proc connector events were lost; rescanning /proc"
+            );
+            let mut d = Data::new();
+            d.insert("tag".into(), json!("overrun"));
+            d.insert("overruns".into(), json!(self.overruns));
+            d.insert("lost".into(), json!(self.lost));
+            d.insert("source".into(), json!("proc_connector"));
+            d.insert(
+                "message".into(),
+                json!("the kernel dropped proc connector messages (overruns: receive buffer full; lost: gaps in the kernel's per-CPU sequence numbers); processes still alive were rescanned from /proc"),
+            );
+            out.push(d);
+            out.extend(self.scan("proc_connector", true)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Sh {
+    /// The reader thread: reads each exec's /proc entry as soon as the kernel reports it.
+    fn reader(&self, pc: ProcConnector) -> std::io::Result<Reader<Info>> {
+        let procfs = self.procfs.clone();
+        Reader::spawn(pc, 16_384, move |pid| read_info(&procfs, pid))
+    }
+}
+
+impl Beacon for Sh {
+    fn start(&mut self) -> Result<(), BeaconError> {
+        self.mode = None;
+        self.buffered = None;
+        self.shells.checked = None;
+        self.shells.refresh(&self.shells_file);
+        let mode = match self.source {
+            Source::Scan => Mode::Scan,
+            Source::Connector => Mode::Connector(
+                ProcConnector::open(self.rcvbuf)
+                    .and_then(|pc| self.reader(pc))
+                    .map_err(|e| BeaconError::Message(format!("proc connector: {e}")))?,
+            ),
+            Source::Auto => match ProcConnector::open(self.rcvbuf).and_then(|pc| self.reader(pc)) {
+                Ok(r) => Mode::Connector(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "proc connector unavailable (needs CAP_NET_ADMIN and the initial network namespace): falling back to scanning /proc; processes shorter-lived than scan_interval will be missed");
+                    Mode::Scan
+                }
+            },
+        };
+        match &mode {
+            Mode::Connector(_) => tracing::info!(
+                rcvbuf = self.rcvbuf,
+                "sh: following execs from the kernel proc connector"
+            ),
+            Mode::Scan => tracing::info!(
+                interval = ?self.scan_interval,
+                "sh: scanning /proc for new processes (proc_scan mode)"
+            ),
+        }
+        // Subscribe before the baseline so nothing falls between the two.
+        self.mode = Some(mode);
+        self.baseline()?;
+        self.pending = true;
+        Ok(())
+    }
+
+    fn polled(&self) -> bool {
+        false
+    }
+
+    fn ready(&mut self) -> Ready<'_> {
+        Box::pin(async move {
+            if self.pending {
+                return Ok(());
+            }
+            match self.mode.as_mut() {
+                Some(Mode::Connector(reader)) => {
+                    if self.buffered.is_some() {
+                        return Ok(());
+                    }
+                    match reader.recv().await {
+                        Some(m) => {
+                            self.buffered = Some(m);
+                            Ok(())
+                        }
+                        None => {
+                            self.mode = None;
+                            Err(BeaconError::Message(
+                                "proc connector reader stopped; see the log".into(),
+                            ))
+                        }
+                    }
+                }
+                Some(Mode::Scan) => {
+                    tokio::time::sleep(self.scan_interval).await;
+                    Ok(())
+                }
+                // The reader stopped (an error was reported): subscribe again.
+                None => self.start(),
+            }
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+        self.shells.refresh(&self.shells_file);
+        match self.mode {
+            Some(Mode::Connector(_)) => self.drain_connector(),
+            Some(Mode::Scan) => {
+                self.pending = false;
+                self.scan("proc_scan", false)
+            }
+            None => Err(BeaconError::Message("not started".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tty_names() {
+        assert_eq!(tty_name(0), None);
+        assert_eq!(tty_name(136 << 8 | 3), Some("pts/3".into()));
+        assert_eq!(tty_name(4 << 8 | 1), Some("tty1".into()));
+    }
+}
