@@ -20,8 +20,12 @@ pub struct Loaded {
     pub minion: MinionOpts,
     /// Beacons whose generic keys parsed; the beacon's own options are checked when it is built.
     pub beacons: Vec<BeaconConfig>,
-    /// `beacons: {enabled: False}` turns every beacon off.
+    /// `beacons: {enabled: False}` turns every beacon off, unless beacond owns the beacons.
     pub all_enabled: bool,
+    /// Top-level `beacond_owns_beacons: True` (a key salt-minion ignores): this host's beacons
+    /// were handed over from salt-minion, whose loop `beacons: enabled: False` switches off; that
+    /// switch is then salt-minion's only, and beacond runs the beacons.
+    pub owns_beacons: bool,
     /// Problems found; the beacons they concern are not in `beacons`.
     pub errors: Vec<ConfigError>,
     /// The files that were read, for the log.
@@ -97,10 +101,12 @@ pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
     let config_dir = dir.to_path_buf();
     let minion = minion::from_top(&top, &config_dir);
     let (beacons, all_enabled) = beacons_from_top(&top, &mut errors);
+    let owns_beacons = owns_beacons(&top, &mut errors);
     Loaded {
         minion,
         beacons,
-        all_enabled,
+        all_enabled: all_enabled || owns_beacons,
+        owns_beacons,
         errors,
         files,
         builtin,
@@ -175,6 +181,29 @@ fn deep_merge(dest: &mut Vec<(String, Node)>, upd: Vec<(String, Node)>) {
                     key_pos: v.key_pos,
                 };
             }
+        }
+    }
+}
+
+/// The top-level key that hands the beacons over from salt-minion to beacond.
+pub const OWNS_BEACONS_KEY: &str = "beacond_owns_beacons";
+
+fn owns_beacons(top: &[(String, Node)], errors: &mut Vec<ConfigError>) -> bool {
+    let Some((_, node)) = top.iter().find(|(k, _)| k == OWNS_BEACONS_KEY) else {
+        return false;
+    };
+    match node.value {
+        Yaml::Bool(b) => b,
+        Yaml::Null => false,
+        _ => {
+            errors.push(ConfigError::new(
+                Some(node.pos.clone()),
+                format!(
+                    "{OWNS_BEACONS_KEY} must be True or False, found {}",
+                    node.kind()
+                ),
+            ));
+            false
         }
     }
 }
@@ -265,6 +294,51 @@ mod tests {
         assert_eq!(names, ["memusage", "swapusage"]);
         let pct = l.beacons[0].opt("percent").and_then(|n| n.as_str());
         assert_eq!(pct, Some("20%"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn owning_the_beacons_overrides_salt_minions_switch() {
+        let d = std::env::temp_dir().join(format!("beacond-owns-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("minion.d")).expect("mkdir");
+        fs::write(
+            d.join("minion.d/beacons.conf"),
+            "beacons:\n  memusage:\n    - percent: 1%\n",
+        )
+        .expect("write");
+        fs::write(
+            d.join("minion.d/beacond.conf"),
+            "beacons:\n  enabled: False\n",
+        )
+        .expect("write");
+        // salt-minion's switch alone turns beacond off too...
+        let l = load_dir(&d, false);
+        assert!(!l.all_enabled && !l.owns_beacons);
+        // ...unless beacond owns the beacons; the drop-ins' beacons still merge.
+        fs::write(
+            d.join("minion.d/beacond.conf"),
+            "beacond_owns_beacons: True\nbeacons:\n  enabled: False\n",
+        )
+        .expect("write");
+        let l = load_dir(&d, false);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert!(l.all_enabled && l.owns_beacons);
+        let names: Vec<_> = l.beacons.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["memusage"]);
+        // A typo is an error with its position, not silently false.
+        fs::write(
+            d.join("minion.d/beacond.conf"),
+            "beacond_owns_beacons: yes please\n",
+        )
+        .expect("write");
+        let l = load_dir(&d, false);
+        assert!(!l.owns_beacons);
+        let msg = l.errors.first().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("beacond.conf:1") && msg.contains("True or False"),
+            "{msg}"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
