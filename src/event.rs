@@ -61,7 +61,7 @@ pub fn stamp_now() -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff`; like Python, the fraction is left out when it is zero.
 pub fn format_stamp(unix_secs: i64, micros: u32) -> String {
-    let (y, mo, d) = civil_from_days(unix_secs.div_euclid(86_400));
+    let (y, mo, d) = crate::calendar::civil_from_days(unix_secs.div_euclid(86_400));
     let sod = unix_secs.rem_euclid(86_400);
     let (h, mi, s) = (sod / 3600, (sod % 3600) / 60, sod % 60);
     if micros == 0 {
@@ -69,20 +69,6 @@ pub fn format_stamp(unix_secs: i64, micros: u32) -> String {
     } else {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}")
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! beacond: Salt's beacons as one small agent.
 pub mod agent;
 pub mod beacons;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -313,30 +313,6 @@ fn parse_name(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) → Unix seconds.
 fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
     let s = std::str::from_utf8(t.body).map_err(|_| "bad time")?;
@@ -357,12 +333,12 @@ fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
             .map_err(|_| format!("bad time {s:?}"))
     };
     let (mo, d, h, mi, se) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
-    Ok(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
+    Ok(crate::calendar::days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 /// `YYYYMMDDHHMMSSZ` (OpenSSL's get_notAfter form) and `%Y-%m-%d %H:%M:%SZ`.
 fn format_time(t: i64) -> (String, String) {
-    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+    let (y, m, d) = crate::calendar::civil_from_days(t.div_euclid(86_400));
     let s = t.rem_euclid(86_400);
     let (h, mi, se) = (s / 3600, s % 3600 / 60, s % 60);
     (
@@ -668,7 +644,7 @@ mod tests {
 
     #[test]
     fn dates_round_trip() {
-        let t = days_from_civil(2038, 1, 19) * 86_400 + 3 * 3600 + 14 * 60 + 7;
+        let t = crate::calendar::days_from_civil(2038, 1, 19) * 86_400 + 3 * 3600 + 14 * 60 + 7;
         assert_eq!(t, 2_147_483_647);
         assert_eq!(format_time(t).0, "20380119031407Z");
         assert_eq!(format_time(0).1, "1970-01-01 00:00:00Z");
