@@ -402,6 +402,9 @@ fn recurse_auto_add_follows_mkdir_p_and_reports_what_was_inside() {
     );
     // Moved in from outside: watched, recursively (pyinotify does the same).
     fs::rename(s.p("gone"), s.p("r/back")).unwrap();
+    // The moved-in tree is watched once the beacon has handled its IN_MOVED_TO: await that
+    // (a write racing the move itself can't be seen by any inotify watcher).
+    s.settle(&agent);
     fs::write(s.p("r/back/b/c/inner"), b"inside again").unwrap();
     let events = s.settle(&agent);
     assert_eq!(

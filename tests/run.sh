@@ -42,7 +42,7 @@ cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 # Unit and integration tests. Benchmarks are compiled by clippy above but not run here: they
 # are measurements (cargo bench, benches/compare.sh), not checks.
-cargo test --locked --lib --bins --tests -- --test-threads="${BEACOND_TEST_THREADS:-2}"
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${BEACOND_TEST_THREADS:-2}"
 
 if [ -x packaging/test.sh ]; then
   log "packages"
