@@ -1,0 +1,259 @@
+//! Conformance with Salt's own Python beacons, continued (`tests/salt_conformance_others.rs` has
+//! `ps`, `network_info`, `service`): same config, same change, same tags and data keys.
+//!
+//! - `network_settings` on Salt 3006, 3007 and 3008 (all three ship it; it needs `pyroute2`,
+//!   which `tests/salt/setup.sh` installs as an extra). Salt's beacon and `beacond --stdout` run
+//!   in the same network namespace the test creates (`ip netns exec`): Salt's first run records
+//!   the links silently, `python_beacon.py --between-runs` changes mtu, address and promiscuity
+//!   between its runs, and beacond, already watching, sees the same change.
+//!
+//! Needs `tests/salt/setup.sh` to have run; with `BEACOND_SKIP_SALT=1` these tests pass without
+//! comparing.
+mod common;
+use common::beacond::*;
+use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(15);
+const SERIES: [&str; 3] = ["3006", "3007", "3008"];
+
+/// The Python of a Salt series' venv, or None when skipping is allowed.
+fn salt_python(series: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("BEACOND_SALT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/beacond/salt")
+        });
+    let python = cache.join(series).join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
+        eprintln!("Salt {series} not installed; BEACOND_SKIP_SALT=1: not compared");
+        return None;
+    }
+    panic!(
+        "Salt {series} is not installed at {}: run tests/salt/setup.sh (or set BEACOND_SKIP_SALT=1)",
+        python.display()
+    );
+}
+
+/// Fail clearly when the venv lacks a module Salt's beacon needs (an old venv: re-run setup.sh).
+fn assert_module(python: &Path, module: &str, series: &str) {
+    let ok = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "Salt {series}'s venv lacks {module}: run tests/salt/setup.sh (it installs the extras)"
+    );
+}
+
+/// JSON lines of python_beacon.py's stdout.
+fn parse_events(out: &std::process::Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "python_beacon.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace with a veth pair `v0`/`v1`; deleted on drop, even when a test fails.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "bcm{}-{}",
+            std::process::id(),
+            NS_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        sh(&[
+            "ip", "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("run command");
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// `beacond --stdout` inside a namespace.
+struct NsAgent {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl NsAgent {
+    fn start(ns: &Netns, dir: &Path) -> NsAgent {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin())
+            .arg("-c")
+            .arg(dir)
+            .arg("--stdout")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec beacond");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        NsAgent {
+            child,
+            events: rx,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait until stderr shows `text` (the beacon logs when its source is open).
+    fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + T;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no '{text}' in stderr:\n{}",
+                self.stderr()
+            );
+            // Polling the log for a condition (there is no event to await before startup).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn next(&self, deadline: Instant) -> Option<Value> {
+        self.events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+}
+
+impl Drop for NsAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WATCHING: &str = "network_settings: watching rtnetlink";
+
+#[test]
+fn network_settings_matches_salt_in_a_netns() {
+    let beacons = "beacons:\n  network_settings:\n    - interfaces:\n        v0:\n          mtu:\n          ipaddr:\n          promiscuity:\n            onvalue: 1\n        v1:\n          mtu:\n";
+    let change_cmd = "ip link set dev v0 mtu 1400 && ip addr add 10.77.0.1/24 dev v0 && ip link set dev v0 promisc on";
+    for series in SERIES {
+        let Some(python) = salt_python(series) else {
+            continue;
+        };
+        assert_module(&python, "pyroute2", series);
+        let ns = Netns::new();
+        let id = format!("cm{series}");
+        let cfg = ConfigDir::new(&id, beacons);
+        let agent = NsAgent::start(&ns, cfg.path());
+        agent.wait_log(WATCHING);
+
+        // Salt: run 0 records v0/v1 silently, the change is made, run 1 reports it (--pace
+        // sleeps loop_interval after the change, as a minion's loop would).
+        let started = Instant::now();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(&python)
+            .arg(repo().join("tests/salt/python_beacon.py"))
+            .arg("--config-dir")
+            .arg(cfg.path())
+            .args(["--runs", "2", "--pace", "--no-grains", "--between-runs"])
+            .arg(change_cmd)
+            .output()
+            .expect("ip netns exec python_beacon.py");
+        let theirs = parse_events(&out);
+        eprintln!(
+            "Salt {series} network_settings: {:?} for 2 runs",
+            started.elapsed()
+        );
+        let tag = format!("salt/beacon/{id}/network_settings/v0");
+        assert_eq!(theirs.len(), 1, "Salt {series}: {theirs:?}");
+        let salt_ev = &theirs[0];
+        assert_eq!(salt_ev["tag"], tag.as_str(), "Salt {series}: {salt_ev}");
+        assert_eq!(salt_ev["run"], 1, "Salt {series}: first run not silent");
+        assert_eq!(data_keys(salt_ev), ["_stamp", "change", "id", "interface"]);
+        let salt_change = salt_ev["data"]["change"].clone();
+        assert_eq!(
+            salt_change,
+            serde_json::json!({"mtu": 1400, "ipaddr": [["10.77.0.1", 24]], "promiscuity": 1}),
+            "Salt {series}"
+        );
+
+        // beacond saw the same change live (one event per netlink change, or merged): every
+        // event has Salt's tag and keys, and together they carry Salt's change, value for value.
+        let mut ours = Map::new();
+        let deadline = Instant::now() + T;
+        while Value::Object(ours.clone()) != salt_change {
+            let Some(ev) = agent.next(deadline) else {
+                panic!(
+                    "Salt {series}: beacond reported {ours:?}, Salt {salt_change}; stderr:\n{}",
+                    agent.stderr()
+                );
+            };
+            assert_eq!(ev["tag"], tag.as_str(), "unexpected event {ev}");
+            assert_eq!(data_keys(&ev), data_keys(salt_ev), "{ev}");
+            assert_eq!(ev["data"]["interface"], salt_ev["data"]["interface"]);
+            for (k, v) in ev["data"]["change"].as_object().expect("change map") {
+                ours.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
