@@ -6,6 +6,12 @@
 //!   in the same network namespace the test creates (`ip netns exec`): Salt's first run records
 //!   the links silently, `python_beacon.py --between-runs` changes mtu, address and promiscuity
 //!   between its runs, and beacond, already watching, sees the same change.
+//! - `journald` on 3006, 3007 and 3008 (Salt's beacon needs python-systemd: the extra
+//!   `systemd-python`, built against apt's `libsystemd-dev`). Salt's beacon always opens the
+//!   host journal (`systemd.journal.Reader()`), so `tests/salt/journald_reader.py` wraps
+//!   `Reader.__init__` to open the test's directory instead and runs `python_beacon.py`
+//!   unchanged: the events are still made by Salt's beacon code. Journal files are written by
+//!   `systemd-journal-remote`, as in `tests/journald_beacon.rs`.
 //!
 //! Needs `tests/salt/setup.sh` to have run; with `BEACOND_SKIP_SALT=1` these tests pass without
 //! comparing.
@@ -255,5 +261,160 @@ fn network_settings_matches_salt_in_a_netns() {
                 ours.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+/// Journal export text for `entries` (field lists), timestamps from `base` microseconds.
+fn export(entries: &[Vec<(&str, String)>], base: u128) -> String {
+    let mut text = String::new();
+    for (i, fields) in entries.iter().enumerate() {
+        text.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n",
+            base + i as u128,
+            1000 + base % 1000 + i as u128
+        ));
+        for (k, v) in fields {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// Append the export file `from` to the journal file `to` with systemd-journal-remote.
+fn journal_remote_cmd(from: &Path, to: &Path) -> String {
+    format!(
+        "{REMOTE} --output='{}' - < '{}' >/dev/null 2>&1",
+        to.display(),
+        from.display()
+    )
+}
+
+fn sh_c(cmd: &str) {
+    let st = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .expect("sh -c");
+    assert!(st.success(), "{cmd} failed");
+}
+
+fn entry(ident: &str, prio: u8, msg: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SYSLOG_IDENTIFIER", ident.into()),
+        ("PRIORITY", prio.to_string()),
+        ("_PID", "4242".into()),
+        ("MESSAGE", msg.into()),
+    ]
+}
+
+/// Salt's journald beacon (through `tests/salt/journald_reader.py`, which only points
+/// `systemd.journal.Reader()` at the test's journal directory) and beacond read the same journal
+/// file, written by systemd-journal-remote, and the same entries appended to it.
+#[test]
+fn journald_matches_salt_on_test_journal_files() {
+    assert!(
+        Path::new(REMOTE).exists(),
+        "{REMOTE} missing: apt-get install systemd-journal-remote"
+    );
+    for series in SERIES {
+        let Some(python) = salt_python(series) else {
+            continue;
+        };
+        assert_module(&python, "systemd.journal", series);
+        let tmp = TempDir::new("conf-jd");
+        let jdir = tmp.join("journal");
+        std::fs::create_dir_all(&jdir).expect("journal dir");
+        let journal = jdir.join("remote.journal");
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros();
+        let before = tmp.join("before.export");
+        std::fs::write(&before, export(&[entry("sshd", 6, "before start")], base)).expect("export");
+        sh_c(&journal_remote_cmd(&before, &journal));
+        let big = "k".repeat(4000); // compressed DATA object
+        let after = tmp.join("after.export");
+        std::fs::write(
+            &after,
+            export(
+                &[
+                    entry("sshd", 6, "Accepted publickey for root"),
+                    entry("sshd", 3, "error: not matched (priority 3)"),
+                    vec![
+                        ("SYSLOG_IDENTIFIER", "kernel".into()),
+                        ("MESSAGE", big.clone()),
+                    ],
+                    entry("cron", 6, "x"),
+                    entry("sshd", 6, "Disconnected"),
+                ],
+                base + 10,
+            ),
+        )
+        .expect("export");
+        let id = format!("cj{series}");
+        let cfg = ConfigDir::new(
+            &id,
+            &format!(
+                "beacons:\n  journald:\n    - paths: [{}]\n    - services:\n        sshd:\n          SYSLOG_IDENTIFIER: sshd\n          PRIORITY: 6\n        kernel:\n          SYSLOG_IDENTIFIER: kernel\n",
+                jdir.display()
+            ),
+        );
+        // beacond starts at the tail, as Salt does: nothing yet.
+        let first = once(cfg.path());
+        assert_eq!(first.code, 0, "{}", first.stderr);
+        assert!(first.events.is_empty(), "{:?}", first.events);
+
+        // Salt: run 0 seeks to the tail, the entries are appended, run 1 reads them.
+        let started = Instant::now();
+        let out = Command::new(&python)
+            .arg(repo().join("tests/salt/journald_reader.py"))
+            .arg(&jdir)
+            .arg("--config-dir")
+            .arg(cfg.path())
+            .args(["--runs", "2", "--no-grains", "--between-runs"])
+            .arg(journal_remote_cmd(&after, &journal))
+            .output()
+            .expect("journald_reader.py");
+        let theirs = parse_events(&out);
+        eprintln!("Salt {series} journald: {:?} for 2 runs", started.elapsed());
+        // beacond, from where it stopped: the same appended entries.
+        let ours = once(cfg.path());
+        assert_eq!(ours.code, 0, "{}", ours.stderr);
+
+        let tags = |evs: &[Value]| -> Vec<String> {
+            evs.iter()
+                .map(|e| e["tag"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let sshd = format!("salt/beacon/{id}/journald/sshd");
+        let kernel = format!("salt/beacon/{id}/journald/kernel");
+        assert_eq!(
+            tags(&theirs),
+            [sshd.as_str(), kernel.as_str(), sshd.as_str()],
+            "Salt {series}"
+        );
+        assert_eq!(tags(&ours.events), tags(&theirs), "Salt {series}");
+        for (o, t) in ours.events.iter().zip(&theirs) {
+            assert_eq!(t["run"], 1, "Salt {series}: first run not silent");
+            assert_eq!(
+                data_keys(o),
+                data_keys(t),
+                "Salt {series}\nours {o}\nSalt {t}"
+            );
+            // Same values where both are plain (Salt repr()s datetimes and UUIDs).
+            for k in [
+                "MESSAGE",
+                "PRIORITY",
+                "_PID",
+                "SYSLOG_IDENTIFIER",
+                "__CURSOR",
+                "id",
+            ] {
+                assert_eq!(o["data"][k], t["data"][k], "Salt {series}: {k}");
+            }
+        }
+        assert_eq!(theirs[1]["data"]["MESSAGE"], Value::from(big));
     }
 }
