@@ -12,6 +12,9 @@
 //!   `Reader.__init__` to open the test's directory instead and runs `python_beacon.py`
 //!   unchanged: the events are still made by Salt's beacon code. Journal files are written by
 //!   `systemd-journal-remote`, as in `tests/journald_beacon.rs`.
+//! - `pkg` on 3006, 3007 and 3008: Salt's beacon with its real `aptpkg` module, whose
+//!   `dpkg-query`/`apt-cache` are pointed at fixtures by their own environment (`DPKG_ADMINDIR`,
+//!   `APT_CONFIG`): read-only, the host's package state is not touched (see the test).
 //!
 //! Needs `tests/salt/setup.sh` to have run; with `BEACOND_SKIP_SALT=1` these tests pass without
 //! comparing.
@@ -416,5 +419,163 @@ fn journald_matches_salt_on_test_journal_files() {
             }
         }
         assert_eq!(theirs[1]["data"]["MESSAGE"], Value::from(big));
+    }
+}
+
+fn pkg_stanza(name: &str, version: &str, installed: bool) -> String {
+    let status = if installed {
+        "Status: install ok installed\n"
+    } else {
+        ""
+    };
+    format!(
+        "Package: {name}\n{status}Priority: optional\nArchitecture: amd64\nVersion: {version}\nMaintainer: t <t@example.invalid>\nDescription: {name}\n\n"
+    )
+}
+
+/// Salt's pkg beacon runs its real `aptpkg` execution module (`dpkg-query -W`, `apt-cache
+/// policy`), pointed at fixtures through the tools' own environment (`DPKG_ADMINDIR`, and an
+/// `APT_CONFIG` file setting the status file, lists, sources and no package cache): read-only,
+/// the host's package database is neither read nor written (package names no host has make a
+/// stray read visible), and Salt's `refresh` never reaches
+/// `apt-get update` (its beacon tests `"refresh" in config` on the list, which is never true).
+/// beacond reads the same status file and lists (`dpkg_status`, `apt_lists`).
+#[test]
+fn pkg_matches_salt_on_dpkg_and_apt_fixtures() {
+    for series in SERIES {
+        let Some(python) = salt_python(series) else {
+            continue;
+        };
+        let tmp = TempDir::new("conf-pkg");
+        let admin = tmp.join("dpkg");
+        let lists = tmp.join("lists");
+        let etc = tmp.join("etc");
+        for d in [
+            admin.join("info"),
+            admin.join("updates"),
+            lists.join("partial"),
+        ] {
+            std::fs::create_dir_all(&d).expect("fixture dir");
+        }
+        for d in ["sources.list.d", "preferences.d", "apt.conf.d"] {
+            std::fs::create_dir_all(etc.join(d)).expect("fixture dir");
+        }
+        std::fs::write(admin.join("available"), "").expect("available");
+        let status = admin.join("status");
+        // Names no host has, so a stray read of the host's database could not match.
+        let (up, gone, new) = ("bcdfx-up", "bcdfx-gone", "bcdfx-new");
+        std::fs::write(
+            &status,
+            pkg_stanza(up, "1.0-1", true) + &pkg_stanza(gone, "2.0-1", true),
+        )
+        .expect("status");
+        std::fs::write(
+            lists.join("example.invalid_debian_dists_stable_main_binary-amd64_Packages"),
+            pkg_stanza(up, "1.0-2", false)
+                + &pkg_stanza(gone, "2.0-1", false)
+                + &pkg_stanza(new, "3.0-1", false),
+        )
+        .expect("lists");
+        std::fs::write(
+            etc.join("sources.list"),
+            "deb [trusted=yes] http://example.invalid/debian stable main\n",
+        )
+        .expect("sources.list");
+        let apt_conf = tmp.join("apt.conf");
+        std::fs::write(
+            &apt_conf,
+            format!(
+                "Dir::State::status \"{s}\";\nDir::State::lists \"{l}/\";\nDir::Etc \"{e}/\";\nDir::Etc::sourcelist \"{e}/sources.list\";\nDir::Etc::sourceparts \"{e}/sources.list.d/\";\nDir::Etc::parts \"{e}/apt.conf.d/\";\nDir::Etc::preferencesparts \"{e}/preferences.d/\";\nDir::Cache \"{c}/\";\nDir::Cache::pkgcache \"\";\nDir::Cache::srcpkgcache \"\";\n",
+                s = status.display(),
+                l = lists.display(),
+                e = etc.display(),
+                c = tmp.join("cache").display()
+            ),
+        )
+        .expect("apt.conf");
+        // After the change: the upgrade is installed, one package removed, one installed.
+        let status2 = tmp.join("status.after");
+        std::fs::write(
+            &status2,
+            pkg_stanza(up, "1.0-2", true) + &pkg_stanza(new, "3.0-1", true),
+        )
+        .expect("status");
+
+        let id = format!("cp{series}");
+        let cfg = ConfigDir::new(
+            &id,
+            &format!(
+                "beacons:\n  pkg:\n    - pkgs:\n        - {up}\n        - {gone}\n        - {new}\n    - dpkg_status: {}\n    - apt_lists: {}\n",
+                status.display(),
+                lists.display()
+            ),
+        );
+        let first = once(cfg.path());
+        assert_eq!(first.code, 0, "{}", first.stderr);
+        assert!(first.events.is_empty(), "{:?}", first.events);
+
+        // Salt needs its grains here (aptpkg loads on os_family Debian).
+        let started = Instant::now();
+        let out = Command::new(&python)
+            .env("DPKG_ADMINDIR", &admin)
+            .env("APT_CONFIG", &apt_conf)
+            .arg(repo().join("tests/salt/python_beacon.py"))
+            .arg("--config-dir")
+            .arg(cfg.path())
+            .args(["--runs", "2", "--between-runs"])
+            .arg(format!("cp '{}' '{}'", status2.display(), status.display()))
+            .output()
+            .expect("python_beacon.py");
+        let theirs = parse_events(&out);
+        eprintln!("Salt {series} pkg: {:?} for 2 runs", started.elapsed());
+        let ours = once(cfg.path());
+        assert_eq!(ours.code, 0, "{}", ours.stderr);
+
+        let summary = |evs: &[Value]| -> Vec<(String, Vec<String>, String, String, Value)> {
+            let mut v: Vec<_> = evs
+                .iter()
+                .map(|e| {
+                    (
+                        e["tag"].as_str().unwrap_or_default().to_owned(),
+                        data_keys(e),
+                        e["data"]["pkg"].as_str().unwrap_or_default().to_owned(),
+                        e["data"]["status"].as_str().unwrap_or_default().to_owned(),
+                        e["data"]["version"].clone(),
+                    )
+                })
+                .collect();
+            v.sort_by(|a, b| a.2.cmp(&b.2));
+            v
+        };
+        let tag = format!("salt/beacon/{id}/pkg/");
+        let keys: Vec<String> = ["_stamp", "id", "pkg", "status", "version"]
+            .map(String::from)
+            .to_vec();
+        let want = vec![
+            (
+                tag.clone(),
+                keys.clone(),
+                gone.to_owned(),
+                "not-installed".to_owned(),
+                Value::Null,
+            ),
+            (
+                tag.clone(),
+                keys.clone(),
+                new.to_owned(),
+                "installed".to_owned(),
+                Value::from("3.0-1"),
+            ),
+            (
+                tag.clone(),
+                keys.clone(),
+                up.to_owned(),
+                "installed".to_owned(),
+                Value::from("1.0-2"),
+            ),
+        ];
+        assert_eq!(summary(&theirs), want, "Salt {series}: {theirs:?}");
+        assert!(theirs.iter().all(|e| e["run"] == 1), "Salt {series}");
+        assert_eq!(summary(&ours.events), want, "beacond vs Salt {series}");
     }
 }
