@@ -2,8 +2,8 @@
 //! `systemd-journal-remote` (apt `systemd-journal-remote`; it writes journal export format from
 //! stdin into a real journal file, compact mode with zstd-compressed large fields, exactly as
 //! journald does). No journald runs on CI machines, so the files are produced this way.
-//! Salt's own journald beacon cannot run here: it needs python-systemd (`systemd.journal`),
-//! which the Salt venvs do not have, so there is no conformance test against it.
+//! Conformance with Salt's own journald beacon on such files is in
+//! `tests/salt_conformance_more.rs`.
 mod common;
 use common::beacond::*;
 use serde_json::Value;

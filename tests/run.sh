@@ -17,6 +17,8 @@ for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm
 done
 # Real journal files for the journald beacon's tests are written by systemd-journal-remote.
 [ -x /lib/systemd/systemd-journal-remote ] || need_pkgs+=(systemd-journal-remote)
+# Salt's journald beacon needs python-systemd, which setup.sh builds against libsystemd.
+pkg-config --exists libsystemd >/dev/null 2>&1 || need_pkgs+=(libsystemd-dev pkg-config)
 # The service beacon's D-Bus tests run a systemd stand-in written with dbus-python.
 /usr/bin/python3 -c 'import dbus, gi' >/dev/null 2>&1 || need_pkgs+=(python3-dbus python3-gi)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -1,7 +1,7 @@
 """Run Salt's own Python beacons the way salt-minion does, for conformance tests.
 
     <venv>/bin/python tests/salt/python_beacon.py --config-dir DIR [--id ID]
-        [--runs N] [--pace] [--no-grains] [--log-level LEVEL]
+        [--runs N] [--pace] [--between-runs CMD] [--no-grains] [--log-level LEVEL]
 
 Reads the minion configuration DIR/minion (+ DIR/minion.d/*.conf, through
 Salt's default_include) with salt.config.minion_config, redirects every path
@@ -23,6 +23,9 @@ Then, N times (one minion loop iteration each), like Minion.process_beacons:
 `interval` is counted in loop iterations of `loop_interval` seconds, exactly as
 in Salt; by default the runs follow each other immediately, --pace sleeps
 loop_interval seconds between runs (for beacons that look at wall time).
+--between-runs CMD runs the shell command CMD before every run but the first
+(before the --pace sleep), so a test can make a change the beacon must see
+between its silent first run and the next; CMD must succeed.
 
 Each returned event is printed as one JSON line, in order:
 
@@ -41,6 +44,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,6 +135,11 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=1, help="loop iterations (default 1)")
     parser.add_argument("--pace", action="store_true", help="sleep loop_interval between runs")
     parser.add_argument(
+        "--between-runs",
+        metavar="CMD",
+        help="shell command run before every run but the first (must succeed)",
+    )
+    parser.add_argument(
         "--no-grains",
         action="store_true",
         help="skip salt.loader.grains (faster; __grains__ is then {})",
@@ -172,6 +181,8 @@ def main(argv=None):
         out = sys.stdout
         t = time.monotonic()
         for run in range(args.runs):
+            if run and args.between_runs:
+                subprocess.run(args.between_runs, shell=True, check=True)
             if run and args.pace:
                 time.sleep(float(opts.get("loop_interval", 1)))
             # Minion.process_beacons: re-read the (pillar/grains merged) config

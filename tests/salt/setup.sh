@@ -9,7 +9,7 @@
 # then its runtime dependencies are installed from the release's own metadata
 # (binary wheels preferred); if that fails, C build tools are installed with
 # apt-get when missing and it is retried, then retried by bare names. EXTRAS
-# (psutil, pyinotify) are always installed.
+# (psutil, pyinotify, pyroute2, systemd-python) are always installed.
 #
 # Idempotent: a stamp file written after a verified install makes a second run
 # a no-op; a venv without a matching stamp (a failed half-install, another pinned
@@ -34,8 +34,10 @@ declare -A PINNED=(
 RECIPE=1
 # Installed on top of Salt's own requirements (what beacons and the harness use).
 # psutil: the resource beacons (load, memusage, diskusage, swapusage, ...);
-# pyinotify: the inotify beacon. Changing this list only tops up stamped venvs.
-EXTRAS=(psutil pyinotify)
+# pyinotify: the inotify beacon; pyroute2: the network_settings beacon; systemd-python: the
+# journald beacon (conformance tests; builds in seconds against apt's libsystemd-dev and
+# pkg-config, which tests/run.sh installs). Changing this list only tops up stamped venvs.
+EXTRAS=(psutil pyinotify pyroute2 systemd-python)
 # Salt requirements skipped unless BEACOND_SALT_ALL_DEPS=1: optional in Salt,
 # no binary wheel on the index, and slow to compile (timelib, 3008: only used
 # by salt.utils.dateutils for free-form date parsing; 1-3 min of C build).
