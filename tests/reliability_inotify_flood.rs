@@ -21,8 +21,8 @@
 //!
 //!   At least one overflow report or one suppressed summary must happen, so the test can fail.
 //!
-//! Measured (debug build, 2 cores, busy machine): the burst takes ~4-6 s; the beacon reads
-//! ~105-115k `IN_MODIFY`s, the kernel reports 6-9 overflows for the rest; peak RSS 45-52 MiB.
+//! Measured (debug build, 2 cores, busy machine): the burst takes ~3.5-5.5 s; the beacon reads
+//! ~85-115k `IN_MODIFY`s, the kernel reports 6-9 overflows for the rest; peak RSS 42-52 MiB.
 //! Note: overflow reports go through flood control like any beacon event, so in such a burst
 //! they are usually only counted in the `beacond/suppressed` summaries (the figures print how
 //! many were delivered); whether they should bypass flood control is an open question.
