@@ -12,7 +12,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 cd "$here/.."
-targets=${FUZZ_TARGETS:-"config_yaml master_reply spool_record"}
+targets=${FUZZ_TARGETS:-"config_yaml master_reply spool_record utmp_records"}
 status=0
 for t in $targets; do
     # A scratch copy of the seed corpus: new inputs libFuzzer finds do not dirty the repo.
