@@ -42,6 +42,26 @@ impl Event {
         Self::from_beacon(minion_id, beacon, data)
     }
 
+    /// A report that events were lost or a beacon failed: Salt's error events, and the
+    /// sub-tags beacons use for what they could not see (`overflow`: kernel inotify or netlink
+    /// queue; `overrun`: proc connector; `lost`: journal entries gone before they were read).
+    /// Flood control lets these through, so a loss is always an event of its own, never just
+    /// a number inside a summary.
+    pub fn is_loss_report(&self) -> bool {
+        if self.data.contains_key("error") {
+            return true;
+        }
+        let id = self
+            .data
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let prefix = format!("salt/beacon/{id}/{}/", self.beacon);
+        self.tag
+            .strip_prefix(&prefix)
+            .is_some_and(|sub| LOSS_SUBTAGS.contains(&sub))
+    }
+
     /// The public one-line JSON form: `{"tag": ..., "data": {...}}`.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -50,6 +70,9 @@ impl Event {
         Value::Object(m)
     }
 }
+
+/// Sub-tags by which beacons report what they could not see (see [`Event::is_loss_report`]).
+pub const LOSS_SUBTAGS: [&str; 3] = ["overflow", "overrun", "lost"];
 
 /// Current UTC time as Python's `datetime.utcnow().isoformat()` writes it.
 pub fn stamp_now() -> String {
@@ -101,5 +124,19 @@ mod tests {
         assert!(!ev.data.contains_key("tag"));
         let ev = Event::from_beacon("web1", "load", Map::new());
         assert_eq!(ev.tag, "salt/beacon/web1/load/");
+    }
+
+    #[test]
+    fn loss_reports_are_recognised_by_exact_sub_tag() {
+        let ev = |beacon: &str, data: Value| {
+            Event::from_beacon("m", beacon, data.as_object().cloned().unwrap_or_default())
+        };
+        assert!(ev("inotify", json!({"tag": "overflow"})).is_loss_report());
+        assert!(ev("sh", json!({"tag": "overrun"})).is_loss_report());
+        assert!(ev("journald", json!({"tag": "lost"})).is_loss_report());
+        assert!(Event::beacon_error("m", "load", "boom").is_loss_report());
+        // A watched file that happens to be named "overflow" is an ordinary change.
+        assert!(!ev("inotify", json!({"tag": "/var/log/overflow"})).is_loss_report());
+        assert!(!ev("sh", json!({"tag": "1234"})).is_loss_report());
     }
 }

@@ -1,6 +1,6 @@
 //! Flood control: per-beacon and global token buckets. What does not pass is counted and
 //! summarised in one `salt/beacon/<id>/beacond/suppressed` event per window, never dropped
-//! silently. Memory: one bucket and one summary entry per configured beacon name.
+//! silently; reports of loss (`Event::is_loss_report`) are never held back. Memory: one bucket and one summary entry per configured beacon name.
 
 use crate::event::Event;
 use serde_json::{Map, Value};
@@ -71,8 +71,13 @@ impl Limiter {
         }
     }
 
-    /// Whether `ev` may pass now; if not, it is counted for the window's summary.
+    /// Whether `ev` may pass now; if not, it is counted for the window's summary. Loss reports
+    /// always pass and take no tokens: they are rare by nature (one per kernel queue overflow,
+    /// errors are de-duplicated) and are the evidence that something was missed.
     pub fn admit(&mut self, ev: &Event, now: Instant) -> bool {
+        if ev.is_loss_report() {
+            return true;
+        }
         let mut ok = true;
         if self.per_beacon > 0.0 {
             let rate = self.per_beacon;
