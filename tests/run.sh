@@ -8,10 +8,10 @@ log() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
 
 # Debian packages the tests use: utmpdump (util-linux), ip (iproute2), dbus-daemon, openssl,
-# rpm (package checks), systemd-analyze (unit checks), script (pty shells).
+# rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer).
 need_pkgs=()
 for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm:rpm \
-            systemd-analyze:systemd script:bsdutils; do
+            systemd-analyze:systemd script:bsdutils g++:g++ make:make; do
   cmd=${spec%%:*}; pkg=${spec#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
