@@ -112,6 +112,20 @@ impl Inotify {
         self.drain()
     }
 
+    /// Wait until a batch of events is `relevant` (the batches it rejects are dropped): a
+    /// file follower watches a directory but only cares about its own file's name.
+    pub async fn wait_until(
+        &mut self,
+        mut relevant: impl FnMut(&[WatchEvent]) -> bool,
+    ) -> io::Result<()> {
+        loop {
+            let events = self.wait().await?;
+            if relevant(&events) {
+                return Ok(());
+            }
+        }
+    }
+
     /// Read every queued event without blocking.
     pub fn drain(&self) -> io::Result<Vec<WatchEvent>> {
         let mut out = Vec::new();

@@ -283,19 +283,14 @@ impl Beacon for LogBeacon {
                 .inotify
                 .as_mut()
                 .ok_or_else(|| BeaconError::Message("log beacon not started".into()))?;
-            loop {
-                ino.readable()
-                    .await
-                    .map_err(|e| BeaconError::io(&path, e))?;
-                let evs = ino.drain().map_err(|e| BeaconError::io(&path, e))?;
-                // Only our file's name matters in a busy log directory.
-                if evs
-                    .iter()
-                    .any(|e| e.overflow() || e.name.as_deref() == Some(self.name.as_os_str()))
-                {
-                    return Ok(());
-                }
-            }
+            // Only our file's name matters in a busy log directory.
+            let name = self.name.as_os_str();
+            ino.wait_until(|evs| {
+                evs.iter()
+                    .any(|e| e.overflow() || e.name.as_deref() == Some(name))
+            })
+            .await
+            .map_err(|e| BeaconError::io(&path, e))
         })
     }
 

@@ -415,17 +415,13 @@ impl Beacon for Users {
                 .inotify
                 .as_mut()
                 .ok_or_else(|| BeaconError::Message("users beacon not started".into()))?;
-            loop {
-                ino.readable()
-                    .await
-                    .map_err(|e| BeaconError::io(&passwd, e))?;
-                let evs = ino.drain().map_err(|e| BeaconError::io(&passwd, e))?;
-                if evs.iter().any(|e| {
-                    e.overflow() || e.name.as_ref().is_some_and(|n| self.names.contains(n))
-                }) {
-                    return Ok(());
-                }
-            }
+            let names = &self.names;
+            ino.wait_until(|evs| {
+                evs.iter()
+                    .any(|e| e.overflow() || e.name.as_ref().is_some_and(|n| names.contains(n)))
+            })
+            .await
+            .map_err(|e| BeaconError::io(&passwd, e))
         })
     }
 

@@ -805,19 +805,13 @@ impl Beacon for LoginBeacon {
             let Some(ino) = self.inotify.as_mut() else {
                 return Err(BeaconError::Message("not started".into()));
             };
-            let name = self.file.file_name().map(|n| n.to_os_string());
-            loop {
-                let events = ino
-                    .wait()
-                    .await
-                    .map_err(|e| BeaconError::io(&self.file, e))?;
-                let relevant = events.iter().any(|e| {
-                    e.overflow() || (e.name.is_some() && e.name.as_ref() == name.as_ref())
-                });
-                if relevant {
-                    return Ok(());
-                }
-            }
+            let name = self.file.file_name();
+            ino.wait_until(|evs| {
+                evs.iter()
+                    .any(|e| e.overflow() || (e.name.is_some() && e.name.as_deref() == name))
+            })
+            .await
+            .map_err(|e| BeaconError::io(&self.file, e))
         })
     }
 
