@@ -5,160 +5,13 @@
 //! test cannot set to chosen values.
 mod common;
 use common::beacond::*;
+use common::netns::{sh, Netns};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(15);
-
-static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace with a veth pair `v0`/`v1`; deleted on drop, even when a test fails.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!(
-            "bcd{}-{}",
-            std::process::id(),
-            NS_COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-        ns
-    }
-
-    /// `ip -n <ns> ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["ip", "-n", &self.name];
-        all.extend_from_slice(args);
-        sh(&all);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("run command");
-    assert!(st.success(), "{args:?} failed");
-}
-
-/// `beacond --stdout` inside a namespace (the common `Agent` runs it in the host's).
-struct NsAgent {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl NsAgent {
-    fn start(ns: &Netns, dir: &Path) -> NsAgent {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin())
-            .arg("-c")
-            .arg(dir)
-            .arg("--stdout")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec beacond");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        NsAgent {
-            child,
-            events: rx,
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Wait until stderr shows `text` (the beacon logs when its source is open).
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + T;
-        while !self.stderr().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no '{text}' in stderr:\n{}",
-                self.stderr()
-            );
-            // Polling the log for a condition (there is no event to await before startup).
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + T;
-        loop {
-            match self
-                .events
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(v) if pred(&v) => return v,
-                Ok(_) => continue,
-                Err(_) => panic!("no event {what} within {T:?}; stderr:\n{}", self.stderr()),
-            }
-        }
-    }
-
-    fn collect_for(&self, window: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + window;
-        let mut out = Vec::new();
-        while let Ok(v) = self
-            .events
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            out.push(v);
-        }
-        out
-    }
-}
-
-impl Drop for NsAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn change(ev: &Value, iface: &str, attr: &str) -> Option<Value> {
     let tag = ev["tag"].as_str()?;
@@ -178,18 +31,18 @@ fn network_settings_reports_each_link_and_address_change() {
         "beacons.conf",
         "beacons:\n  network_settings:\n    - interfaces:\n        v0:\n          mtu:\n          ipaddr:\n          operstate:\n          promiscuity:\n            onvalue: 1\n        '^br':\n          kind:\n          ports:\n",
     );
-    let agent = NsAgent::start(&ns, cfg.path());
-    agent.wait_log(WATCHING);
+    let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
+    agent.wait_log(WATCHING, T);
 
     ns.ip(&["link", "set", "v0", "mtu", "1400"]);
-    let ev = agent.wait_for("mtu 1400", |e| change(e, "v0", "mtu").is_some());
+    let ev = agent.wait_for(T, "mtu 1400", |e| change(e, "v0", "mtu").is_some());
     assert_eq!(ev["tag"], "salt/beacon/net1/network_settings/v0");
     assert_eq!(data_keys(&ev), ["_stamp", "change", "id", "interface"]);
     assert_eq!(ev["data"]["interface"], "v0");
     assert_eq!(ev["data"]["change"], serde_json::json!({"mtu": 1400}));
 
     ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "v0"]);
-    let ev = agent.wait_for("ipaddr", |e| change(e, "v0", "ipaddr").is_some());
+    let ev = agent.wait_for(T, "ipaddr", |e| change(e, "v0", "ipaddr").is_some());
     assert_eq!(
         ev["data"]["change"]["ipaddr"],
         serde_json::json!([["10.77.0.1", 24]])
@@ -197,23 +50,25 @@ fn network_settings_reports_each_link_and_address_change() {
 
     // onvalue 1: promiscuity going to 1 fires, going back to 0 does not.
     ns.ip(&["link", "set", "v0", "promisc", "on"]);
-    let ev = agent.wait_for("promiscuity", |e| change(e, "v0", "promiscuity").is_some());
+    let ev = agent.wait_for(T, "promiscuity", |e| {
+        change(e, "v0", "promiscuity").is_some()
+    });
     assert_eq!(ev["data"]["change"]["promiscuity"], 1);
     ns.ip(&["link", "set", "v0", "promisc", "off"]);
 
     // Link state (operstate follows when both ends are up).
     ns.ip(&["link", "set", "v1", "up"]);
     ns.ip(&["link", "set", "v0", "up"]);
-    agent.wait_for("operstate UP", |e| {
+    agent.wait_for(T, "operstate UP", |e| {
         change(e, "v0", "operstate").is_some_and(|v| v == "UP")
     });
 
     // A bridge appearing (regex key) and gaining a port.
     ns.ip(&["link", "add", "br7", "type", "bridge"]);
-    let ev = agent.wait_for("bridge kind", |e| change(e, "br7", "kind").is_some());
+    let ev = agent.wait_for(T, "bridge kind", |e| change(e, "br7", "kind").is_some());
     assert_eq!(ev["data"]["change"]["kind"], "bridge");
     ns.ip(&["link", "set", "v1", "master", "br7"]);
-    let ev = agent.wait_for("bridge ports", |e| {
+    let ev = agent.wait_for(T, "bridge ports", |e| {
         change(e, "br7", "ports").is_some_and(|p| p.as_array().is_some_and(|a| a.len() == 1))
     });
     assert!(ev["data"]["change"]["ports"][0].is_u64());
@@ -234,10 +89,10 @@ fn network_settings_coalesce_and_interval_batching() {
         "beacons.conf",
         "beacons:\n  network_settings:\n    - coalesce: True\n    - interval: 1\n    - interfaces:\n        'v[01]':\n          mtu:\n",
     );
-    let agent = NsAgent::start(&ns, cfg.path());
-    agent.wait_log(WATCHING);
+    let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
+    agent.wait_log(WATCHING, T);
     ns.ip(&["link", "set", "v0", "mtu", "1400"]);
-    let ev = agent.wait_for("coalesced result", |e| {
+    let ev = agent.wait_for(T, "coalesced result", |e| {
         e["tag"] == "salt/beacon/net2/network_settings/result"
     });
     assert_eq!(data_keys(&ev), ["_stamp", "changes", "id"]);
@@ -249,7 +104,7 @@ fn network_settings_coalesce_and_interval_batching() {
     ns.ip(&["link", "set", "v0", "mtu", "1300"]);
     ns.ip(&["link", "set", "v1", "mtu", "1280"]);
     ns.ip(&["link", "set", "v0", "mtu", "1200"]);
-    let ev = agent.wait_for("batched result", |e| {
+    let ev = agent.wait_for(T, "batched result", |e| {
         e["tag"] == "salt/beacon/net2/network_settings/result"
     });
     assert_eq!(
@@ -313,11 +168,13 @@ fn listening_ports_opened_and_closed_with_owner() {
         "beacons.conf",
         "beacons:\n  listening_ports:\n    - interval: 0.2\n",
     );
-    let agent = NsAgent::start(&ns, cfg.path());
+    let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
     // The first evaluation is the baseline (no events); sockets opened after it are reported.
-    agent.wait_log(BASELINE);
+    agent.wait_log(BASELINE, T);
     let tcp = Listener::start(&ns, "SOCK_STREAM", "AF_INET", "0.0.0.0");
-    let ev = agent.wait_for("tcp opened", |e| port_event(e, "opened", "tcp", tcp.port));
+    let ev = agent.wait_for(T, "tcp opened", |e| {
+        port_event(e, "opened", "tcp", tcp.port)
+    });
     assert_eq!(ev["tag"], "salt/beacon/net3/listening_ports/opened");
     assert_eq!(
         data_keys(&ev),
@@ -334,7 +191,7 @@ fn listening_ports_opened_and_closed_with_owner() {
     assert_eq!(ev["data"]["user"], "root");
 
     let udp6 = Listener::start(&ns, "SOCK_DGRAM", "AF_INET6", "::");
-    let ev = agent.wait_for("udp6 opened", |e| {
+    let ev = agent.wait_for(T, "udp6 opened", |e| {
         port_event(e, "opened", "udp6", udp6.port)
     });
     assert_eq!(ev["data"]["address"], "::");
@@ -342,12 +199,14 @@ fn listening_ports_opened_and_closed_with_owner() {
 
     let (tcp_port, tcp_pid) = (tcp.port, tcp.child.id());
     tcp.close();
-    let ev = agent.wait_for("tcp closed", |e| port_event(e, "closed", "tcp", tcp_port));
+    let ev = agent.wait_for(T, "tcp closed", |e| {
+        port_event(e, "closed", "tcp", tcp_port)
+    });
     // The owner is the one seen when it opened.
     assert_eq!(ev["data"]["pid"], tcp_pid);
     let udp6_port = udp6.port;
     udp6.close();
-    agent.wait_for("udp6 closed", |e| {
+    agent.wait_for(T, "udp6 closed", |e| {
         port_event(e, "closed", "udp6", udp6_port)
     });
 }
@@ -459,13 +318,13 @@ fn shipped_network_watch_dropin() {
         .replace("eth0:", "v0:")
         .replace("- interval: 5", "- interval: 0.2");
     let cfg = ConfigDir::new("net8", "").dropin("network-watch.conf", &text);
-    let agent = NsAgent::start(&ns, cfg.path());
-    agent.wait_log(WATCHING);
+    let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
+    agent.wait_log(WATCHING, T);
     ns.ip(&["addr", "add", "10.78.0.1/24", "dev", "v0"]);
-    agent.wait_for("ipaddr", |e| change(e, "v0", "ipaddr").is_some());
-    agent.wait_log(BASELINE);
+    agent.wait_for(T, "ipaddr", |e| change(e, "v0", "ipaddr").is_some());
+    agent.wait_log(BASELINE, T);
     let l = Listener::start(&ns, "SOCK_STREAM", "AF_INET6", "::");
-    agent.wait_for("opened", |e| port_event(e, "opened", "tcp6", l.port));
+    agent.wait_for(T, "opened", |e| port_event(e, "opened", "tcp6", l.port));
 }
 
 #[test]
@@ -516,10 +375,10 @@ fn network_settings_overflow_is_reported_and_state_recovered() {
         "beacons.conf",
         "beacons:\n  network_settings:\n    - interfaces:\n        v0:\n          mtu:\n",
     );
-    let agent = NsAgent::start(&ns, cfg.path());
-    agent.wait_log(WATCHING);
+    let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
+    agent.wait_log(WATCHING, T);
     // Freeze beacond, then flood its socket far past the kernel's receive buffer.
-    let pid = agent.child.id().to_string();
+    let pid = agent.pid().to_string();
     sh(&["kill", "-STOP", &pid]);
     let batch = TempDir::new("net10-batch");
     let mut lines = String::new();
@@ -536,12 +395,12 @@ fn network_settings_overflow_is_reported_and_state_recovered() {
     sh(&["kill", "-CONT", &pid]);
     assert!(st.success());
     // The loss is reported, not silent...
-    let ev = agent.wait_for("overflow", |e| {
+    let ev = agent.wait_for(T, "overflow", |e| {
         e["tag"] == "salt/beacon/net10/network_settings/overflow"
     });
     assert!(ev["data"]["overflow"].is_string());
     // ...and the state is re-read, so the final value is right.
-    agent.wait_for("final mtu", |e| {
+    agent.wait_for(T, "final mtu", |e| {
         change(e, "v0", "mtu").is_some_and(|v| v == 1450)
     });
 }

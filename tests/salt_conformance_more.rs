@@ -20,12 +20,10 @@
 //! comparing.
 mod common;
 use common::beacond::*;
+use common::netns::Netns;
 use serde_json::{Map, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(15);
@@ -78,126 +76,6 @@ fn parse_events(out: &std::process::Output) -> Vec<Value> {
         .collect()
 }
 
-static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace with a veth pair `v0`/`v1`; deleted on drop, even when a test fails.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!(
-            "bcm{}-{}",
-            std::process::id(),
-            NS_COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        sh(&[
-            "ip", "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-        ]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("run command");
-    assert!(st.success(), "{args:?} failed");
-}
-
-/// `beacond --stdout` inside a namespace.
-struct NsAgent {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl NsAgent {
-    fn start(ns: &Netns, dir: &Path) -> NsAgent {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin())
-            .arg("-c")
-            .arg(dir)
-            .arg("--stdout")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec beacond");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        NsAgent {
-            child,
-            events: rx,
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Wait until stderr shows `text` (the beacon logs when its source is open).
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + T;
-        while !self.stderr().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no '{text}' in stderr:\n{}",
-                self.stderr()
-            );
-            // Polling the log for a condition (there is no event to await before startup).
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn next(&self, deadline: Instant) -> Option<Value> {
-        self.events
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .ok()
-    }
-}
-
-impl Drop for NsAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const WATCHING: &str = "network_settings: watching rtnetlink";
 
 #[test]
@@ -212,8 +90,8 @@ fn network_settings_matches_salt_in_a_netns() {
         let ns = Netns::new();
         let id = format!("cm{series}");
         let cfg = ConfigDir::new(&id, beacons);
-        let agent = NsAgent::start(&ns, cfg.path());
-        agent.wait_log(WATCHING);
+        let agent = Agent::start_in(&ns.exec_prefix(), cfg.path(), &[]);
+        agent.wait_log(WATCHING, T);
 
         // Salt: run 0 records v0/v1 silently, the change is made, run 1 reports it (--pace
         // sleeps loop_interval after the change, as a minion's loop would).
@@ -251,7 +129,7 @@ fn network_settings_matches_salt_in_a_netns() {
         let mut ours = Map::new();
         let deadline = Instant::now() + T;
         while Value::Object(ours.clone()) != salt_change {
-            let Some(ev) = agent.next(deadline) else {
+            let Some(ev) = agent.next(deadline.saturating_duration_since(Instant::now())) else {
                 panic!(
                     "Salt {series}: beacond reported {ours:?}, Salt {salt_change}; stderr:\n{}",
                     agent.stderr()

@@ -162,7 +162,20 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dir: &Path, extra_args: &[&str]) -> Agent {
-        let mut child = Command::new(bin())
+        Self::start_in(&[], dir, extra_args)
+    }
+
+    /// The agent run through a command prefix, e.g. `["ip", "netns", "exec", NS]`.
+    pub fn start_in(prefix: &[&str], dir: &Path, extra_args: &[&str]) -> Agent {
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .arg("-c")
             .arg(dir)
             .arg("--stdout")
@@ -237,6 +250,21 @@ impl Agent {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait until the log shows `text` (e.g. a beacon saying its source is open: there is no
+    /// event to await before that). Events that arrive meanwhile stay queued.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no '{text}' in stderr:\n{}",
+                self.stderr()
+            );
+            // Polling the log: it is read by a thread as it comes.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

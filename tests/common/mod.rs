@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 pub mod beacond;
 pub mod faults;
+pub mod netns;
 pub mod salt;
 pub mod sink;
