@@ -8,28 +8,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The Salt venv made by `tests/salt/setup.sh`; a missing venv fails the test (the test command
-/// installs it) unless BEACOND_SKIP_SALT=1.
-fn salt_python(series: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("BEACOND_SALT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/beacond/salt")
-        });
-    let python = root.join(series).join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
-        eprintln!("SKIP: Salt {series} not installed and BEACOND_SKIP_SALT=1");
-        return None;
-    }
-    panic!(
-        "Salt {series} venv missing at {}: run tests/salt/setup.sh {series}",
-        python.display()
-    );
-}
-
 /// Tag → sorted data keys of every event.
 fn shape(events: &[Value]) -> BTreeMap<String, Vec<String>> {
     events
@@ -83,7 +61,7 @@ fn resource_beacons_match_salt_tags_and_data_keys() {
     let our_shape = shape(&ours.events);
     assert_eq!(our_shape.len(), 5, "{:?}", ours.events);
     for series in ["3006", "3007", "3008"] {
-        let Some(python) = salt_python(series) else {
+        let Some(python) = common::salt::require_salt_python(series) else {
             continue;
         };
         let theirs = python_events(&python, cfg.path());

@@ -22,33 +22,12 @@ mod common;
 use common::beacond::*;
 use common::netns::Netns;
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(15);
 const SERIES: [&str; 3] = ["3006", "3007", "3008"];
-
-/// The Python of a Salt series' venv, or None when skipping is allowed.
-fn salt_python(series: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("BEACOND_SALT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/beacond/salt")
-        });
-    let python = cache.join(series).join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
-        eprintln!("Salt {series} not installed; BEACOND_SKIP_SALT=1: not compared");
-        return None;
-    }
-    panic!(
-        "Salt {series} is not installed at {}: run tests/salt/setup.sh (or set BEACOND_SKIP_SALT=1)",
-        python.display()
-    );
-}
 
 /// Fail clearly when the venv lacks a module Salt's beacon needs (an old venv: re-run setup.sh).
 fn assert_module(python: &Path, module: &str, series: &str) {
@@ -83,7 +62,7 @@ fn network_settings_matches_salt_in_a_netns() {
     let beacons = "beacons:\n  network_settings:\n    - interfaces:\n        v0:\n          mtu:\n          ipaddr:\n          promiscuity:\n            onvalue: 1\n        v1:\n          mtu:\n";
     let change_cmd = "ip link set dev v0 mtu 1400 && ip addr add 10.77.0.1/24 dev v0 && ip link set dev v0 promisc on";
     for series in SERIES {
-        let Some(python) = salt_python(series) else {
+        let Some(python) = common::salt::require_salt_python(series) else {
             continue;
         };
         assert_module(&python, "pyroute2", series);
@@ -200,7 +179,7 @@ fn journald_matches_salt_on_test_journal_files() {
         "{REMOTE} missing: apt-get install systemd-journal-remote"
     );
     for series in SERIES {
-        let Some(python) = salt_python(series) else {
+        let Some(python) = common::salt::require_salt_python(series) else {
             continue;
         };
         assert_module(&python, "systemd.journal", series);
@@ -321,7 +300,7 @@ fn pkg_stanza(name: &str, version: &str, installed: bool) -> String {
 #[test]
 fn pkg_matches_salt_on_dpkg_and_apt_fixtures() {
     for series in SERIES {
-        let Some(python) = salt_python(series) else {
+        let Some(python) = common::salt::require_salt_python(series) else {
             continue;
         };
         let tmp = TempDir::new("conf-pkg");

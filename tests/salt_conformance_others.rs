@@ -8,29 +8,8 @@
 mod common;
 use common::beacond::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// The Python of a Salt series' venv, or None when skipping is allowed.
-fn salt_python(series: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("BEACOND_SALT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/beacond/salt")
-        });
-    let python = cache.join(series).join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    if std::env::var("BEACOND_SKIP_SALT").as_deref() == Ok("1") {
-        eprintln!("Salt {series} not installed; BEACOND_SKIP_SALT=1: not compared");
-        return None;
-    }
-    panic!(
-        "Salt {series} is not installed at {}: run tests/salt/setup.sh (or set BEACOND_SKIP_SALT=1)",
-        python.display()
-    );
-}
 
 /// Salt's beacons, one loop iteration, as JSON events.
 fn python_beacons(python: &Path, dir: &Path, grains: bool) -> Vec<Value> {
@@ -100,7 +79,7 @@ fn ps_and_network_info_match_salt() {
     assert_eq!(ours.code, 0, "{}", ours.stderr);
     assert_eq!(ours.events.len(), 3, "{:?}", ours.events);
     for series in ["3006", "3007", "3008"] {
-        let Some(python) = salt_python(series) else {
+        let Some(python) = common::salt::require_salt_python(series) else {
             continue;
         };
         let theirs = python_beacons(&python, cfg.path(), false);
@@ -131,7 +110,7 @@ fn ps_and_network_info_match_salt() {
 
 #[test]
 fn service_matches_salt_without_systemd() {
-    let Some(python) = salt_python("3007") else {
+    let Some(python) = common::salt::require_salt_python("3007") else {
         return;
     };
     let dir = TempDir::new("conf-svc");

@@ -98,6 +98,11 @@ pub fn require_salt(series: &str) -> Option<PathBuf> {
     panic!("{}", missing_venv_message(series));
 }
 
+/// The python of `series`' venv, under `require_salt`'s rule.
+pub fn require_salt_python(series: &str) -> Option<PathBuf> {
+    require_salt(series).map(|venv| venv.join("bin/python"))
+}
+
 fn missing_venv_message(series: &str) -> String {
     let where_ = salt_cache_dir()
         .map(|d| d.join(series).display().to_string())
