@@ -103,8 +103,8 @@ fn proc_connector(c: &mut Criterion) {
     c.bench_function("proc connector: parse one exec datagram", |b| {
         b.iter(|| {
             out.clear();
-            let mut seqs = beacons::proc_connector::Sequences::default();
-            beacons::proc_connector::parse(black_box(&dgram), &mut out, &mut seqs);
+            let mut seqs = beacond::sources::proc_connector::Sequences::default();
+            beacond::sources::proc_connector::parse(black_box(&dgram), &mut out, &mut seqs);
             out.len()
         })
     });

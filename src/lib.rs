@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod output;
 pub mod scheduler;
+pub mod sources;
 pub mod spool;
 pub mod state_run;
 pub mod systemd;

@@ -25,9 +25,9 @@
 //! strings (invalid UTF-8 replaced); repeated fields are lists. `__CURSOR` is systemd's cursor,
 //! `__REALTIME_TIMESTAMP`/`__MONOTONIC_TIMESTAMP` are microseconds (Salt puts Python reprs there).
 
-use super::fswatch::{self, Inotify};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch::{self, Inotify};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;

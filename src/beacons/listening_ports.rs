@@ -16,8 +16,9 @@
 //! data `proto`, `address`, `port`, `inode`, `uid`, `user`, `pid`, `process` (pid/process are
 //! null when the owner cannot be seen, e.g. a socket held only by the kernel).
 
-use super::{netlink, ps, Beacon, BeaconError, BuildContext, Data};
+use super::{ps, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::netlink;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};

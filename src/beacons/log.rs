@@ -12,9 +12,9 @@
 //! truncation (copytruncate), only consumes complete lines, and remembers its position across
 //! restarts in its state directory (lines written while beacond was down are reported).
 
-use super::fswatch::{self, Inotify, DIR_MASK};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use fancy_regex::Regex;
 use serde_json::{json, Value};
 use std::ffi::OsString;

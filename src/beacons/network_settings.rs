@@ -24,10 +24,10 @@
 //! `onvalue`: only fire when the attribute changed to that value (a falsy `onvalue` always fires,
 //! as in Salt). An interface that appears after startup reports its watched attributes.
 
-use super::netlink::{self, Socket};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::netlink::{self, Socket};
 use fancy_regex::Regex;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

@@ -18,9 +18,9 @@
 //! priorities are not applied. rpm/dnf are not read: rpm's database is sqlite, which would
 //! need a sqlite library in the static binary.
 
-use super::fswatch;
 use super::{Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};

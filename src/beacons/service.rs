@@ -22,10 +22,10 @@
 //!
 //! Events: tag `.../service/<name>`, data `{<name>: {running, [uncleanshutdown]}, service_name}`.
 
-use super::dbus::{self, Conn, Message, Val};
 use super::{ps, Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::{Node, Yaml};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::dbus::{self, Conn, Message, Val};
 use fancy_regex::Regex;
 use serde_json::{Map, Value};
 use std::collections::HashMap;

@@ -26,10 +26,10 @@
 //! The tag's pid is the shell's (Salt tags each event with the pid of the traced shell);
 //! `pid` is the process that ran the command.
 
-use super::proc_connector::{Msg, ProcConnector, Reader};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::proc_connector::{Msg, ProcConnector, Reader};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

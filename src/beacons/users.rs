@@ -16,9 +16,9 @@
 //! `members_removed`. A password change shows as `password` in `changes`: password hashes are
 //! never put in an event, nor kept (only a digest of it, to notice the change).
 
-use super::fswatch::{self, Inotify, DIR_MASK};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

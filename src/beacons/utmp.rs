@@ -11,10 +11,10 @@
 //! fields under their own names: `ut_session`, `tv_sec`, `tv_usec`, `timestamp` (RFC 3339, UTC)
 //! and `ip` (from `ut_addr_v6`).
 
-use super::fswatch::Inotify;
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch::Inotify;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -3,7 +3,7 @@
 //! non-blocking inotify instance awaited through tokio, and durable JSON state files under
 //! `BuildContext::state_dir` written atomically (temp file + rename).
 
-use super::BeaconError;
+use crate::beacons::BeaconError;
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,0 +1,7 @@
+//! The OS's event sources and readers, shared by the beacons: each OS interface once. Beacons
+//! import from here, never from each other.
+
+pub(crate) mod dbus;
+pub mod fswatch;
+pub(crate) mod netlink;
+pub mod proc_connector;
