@@ -6,6 +6,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
+# Each stage's wall time, printed at the end (and on failure) so CI shows where the time goes.
+stage_times=()
+stage_name=setup
+stage_t0=$start
+stage() { # name: ends the running stage, starts the next
+  stage_times+=("$(printf '%6d s  %s' $(( $(date +%s) - stage_t0 )) "$stage_name")")
+  stage_name=$1
+  stage_t0=$(date +%s)
+  log "$1"
+}
+report_stages() {
+  stage_times+=("$(printf '%6d s  %s' $(( $(date +%s) - stage_t0 )) "$stage_name")")
+  printf '\n==> stage times\n'
+  printf '%s\n' "${stage_times[@]}"
+}
+trap report_stages EXIT
 
 # Debian packages the tests use: utmpdump (util-linux), ip (iproute2), dbus-daemon, openssl,
 # rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer).
@@ -22,36 +38,36 @@ pkg-config --exists libsystemd >/dev/null 2>&1 || need_pkgs+=(libsystemd-dev pkg
 # The service beacon's D-Bus tests run a systemd stand-in written with dbus-python.
 /usr/bin/python3 -c 'import dbus, gi' >/dev/null 2>&1 || need_pkgs+=(python3-dbus python3-gi)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-  log "installing Debian packages: ${need_pkgs[*]}"
+  stage "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
 if [ "${BEACOND_SKIP_SALT:-0}" != 1 ] && [ -x tests/salt/setup.sh ]; then
-  log "Salt masters for the transport and conformance tests"
+  stage "Salt masters for the transport and conformance tests"
   tests/salt/setup.sh 3006 3007 3008
 fi
 if [ -x tests/salt/gen-vectors.sh ] && [ "${BEACOND_SKIP_SALT:-0}" != 1 ]; then
-  log "crypto test vectors from Salt's own code"
+  stage "crypto test vectors from Salt's own code"
   tests/salt/gen-vectors.sh
 fi
 
-log "cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-log "cargo clippy --all-targets -- -D warnings"
+stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-log "cargo test"
+stage "cargo test"
 # Unit and integration tests. Benchmarks are compiled by clippy above but not run here: they
 # are measurements (cargo bench, benches/compare.sh), not checks.
 cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${BEACOND_TEST_THREADS:-2}"
 
 if [ -x packaging/test.sh ]; then
-  log "packages"
+  stage "packages"
   packaging/test.sh
 fi
 if [ -x fuzz/run.sh ]; then
-  log "fuzzing (bounded)"
+  stage "fuzzing (bounded)"
   fuzz/run.sh
 fi
 log "all checks passed in $(( $(date +%s) - start )) s"
