@@ -23,8 +23,9 @@ cp "$UNIT" "$verify_unit"
 man_opt=--man=yes
 if [ ! -x /usr/bin/beacond ]; then
     bin=""
-    for b in target/x86_64-unknown-linux-gnu/release/beacond target/release/beacond target/debug/beacond; do
-        [ -x "$b" ] && { bin=$PWD/$b; break; }
+    t=${CARGO_TARGET_DIR:-$PWD/target}
+    for b in "$t"/x86_64-unknown-linux-gnu/release/beacond "$t"/release/beacond "$t"/debug/beacond; do
+        [ -x "$b" ] && { bin=$(realpath "$b"); break; }
     done
     if [ -z "$bin" ]; then
         failed "no /usr/bin/beacond and no built binary under target/: build first"
