@@ -381,3 +381,61 @@ fn a_refused_event_is_quarantined_and_the_rest_flows() {
     );
     assert_eq!(refused.last(), Some(&1));
 }
+
+/// A master that refuses *every* event (its handler broken, not one poison event) must not
+/// drain the spool into the quarantine: after two quarantines without a delivery in between,
+/// the next ones wait a growing pause, so the events stay in the spool. (Before the pause,
+/// one event went to the quarantine every ~0.3 s, its report event after it, without end.)
+#[test]
+fn a_master_refusing_everything_does_not_drain_the_spool() {
+    let dir = common::beacond::TempDir::new("refuseall");
+    let opts = Options::from_minion(&minion(
+        dir.path(),
+        json!({"beacond_rate_per_beacon": 0, "beacond_rate_global": 0,
+               "beacond_status_interval": 0, "beacond_replay_batch": 4,
+               "beacond_replay_rate": 100000, "beacond_flush_timeout": 0}),
+    ))
+    .expect("options");
+    let spool = Spool::open(&dir.join("spool"), opts.max_bytes).expect("spool");
+    let mut sink = Sink::new(true);
+    sink.refuse_if = Some(Arc::new(|_: &Event| true));
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel(4096);
+    let total = 40;
+    let window = Duration::from_secs(4);
+    let spool = rt().block_on(async {
+        let task = tokio::spawn(pipeline::run(
+            "m1".into(),
+            opts,
+            spool,
+            sink.clone(),
+            rx,
+            stats.clone(),
+        ));
+        for i in 0..total {
+            tx.send(ev("a", i)).await.expect("send");
+        }
+        // The first two quarantines come without a pause (batch 4 → 2 → 1, then 1).
+        until(Duration::from_secs(30), "two quarantines", || {
+            stats.quarantined.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        // Then at most one more in the next 4 s (paused 1 s, then 2 s, then 4 s); without the
+        // pause about 13 would go (3 refusals at 0.1 s each per event).
+        tokio::time::sleep(window).await;
+        drop(tx);
+        task.await.expect("pipeline")
+    });
+    let quarantined = stats.quarantined.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&quarantined),
+        "quarantined {quarantined} in {window:?}"
+    );
+    assert_eq!(stats.sent.load(Ordering::SeqCst), 0);
+    // The events not quarantined are still in the spool (plus the quarantine reports).
+    assert!(
+        spool.pending() >= total as u64 - quarantined,
+        "pending {}",
+        spool.pending()
+    );
+}

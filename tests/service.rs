@@ -267,19 +267,13 @@ fn falls_back_to_polling_systemctl_without_a_bus() {
     std::fs::create_dir_all(&states).expect("states");
     std::fs::write(states.join("nginx.service"), "active").expect("state");
     let script = dir.join("systemctl");
-    std::fs::write(
+    write_exe(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n# stand-in for `systemctl show --property=ActiveState -- UNIT...`\n[ \"$1\" = show ] || exit 1\nfor u in \"$@\"; do case \"$u\" in show|--*) ;; *) echo \"ActiveState=$(cat {}/$u 2>/dev/null || echo inactive)\"; echo;; esac; done\n",
             states.display()
         ),
-    )
-    .expect("script");
-    std::process::Command::new("chmod")
-        .args(["+x"])
-        .arg(&script)
-        .status()
-        .expect("chmod");
+    );
     let cfg = ConfigDir::new("svc4", "").dropin(
         "beacons.conf",
         &format!(

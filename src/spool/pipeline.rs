@@ -69,6 +69,21 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const RETRY_FLOOR: Duration = Duration::from_millis(100);
 /// Refusals of the same batch before it is halved (or, alone, quarantined).
 pub const MAX_REFUSALS: u32 = 3;
+/// Pause after the second quarantine in a row without a delivery in between, doubled for
+/// each further one up to [`QUARANTINE_PAUSE_MAX`]: a master that refuses *every* event (its
+/// handler broken) is no poison batch, and must not drain the spool into the quarantine.
+pub const QUARANTINE_PAUSE: Duration = Duration::from_secs(1);
+pub const QUARANTINE_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait after the `streak`-th quarantine since the last delivery.
+fn quarantine_pause(streak: u32) -> Duration {
+    match streak {
+        0 | 1 => Duration::ZERO,
+        n => QUARANTINE_PAUSE
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(QUARANTINE_PAUSE_MAX),
+    }
+}
 
 struct InFlight {
     /// Last seq read from the backlog (0: none) and how many backlog events were sent.
@@ -120,6 +135,8 @@ pub async fn run<D: Deliver>(
     let mut batch_cap = opts.replay_batch;
     // While narrowing: the last seq of the refused batch (small batches until it is passed).
     let mut narrow_through = 0u64;
+    // Quarantines since the last delivery.
+    let mut quarantine_streak = 0u32;
     let mut tokens = opts.replay_batch as f64;
     let mut tokens_at = Instant::now();
     let mut fresh: VecDeque<(u64, Event)> = VecDeque::new();
@@ -235,6 +252,7 @@ pub async fn run<D: Deliver>(
                         }
                         failures = 0;
                         refusals = 0;
+                        quarantine_streak = 0;
                         if spool.acked() >= narrow_through {
                             batch_cap = opts.replay_batch;
                         }
@@ -272,7 +290,12 @@ pub async fn run<D: Deliver>(
                             }
                             let data = quarantine::report_data(&batch, &reason, file.as_deref());
                             append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", data), &stats);
-                            next_try = Instant::now();
+                            quarantine_streak += 1;
+                            let pause = quarantine_pause(quarantine_streak);
+                            if !pause.is_zero() {
+                                tracing::error!(quarantined = quarantine_streak, ?pause, "the master refused every event since the last delivery; pausing before the next");
+                            }
+                            next_try = Instant::now() + pause;
                         }
                     }
                     Err(DeliveryError::Unavailable(e)) => {
@@ -439,4 +462,18 @@ fn ack(spool: &mut Spool, f: &InFlight) -> Result<(), SpoolError> {
         spool.ack_ahead(&f.ahead)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_pause_grows_and_is_capped() {
+        assert_eq!(quarantine_pause(1), Duration::ZERO);
+        assert_eq!(quarantine_pause(2), QUARANTINE_PAUSE);
+        assert_eq!(quarantine_pause(3), QUARANTINE_PAUSE * 2);
+        assert_eq!(quarantine_pause(40), QUARANTINE_PAUSE_MAX);
+        assert_eq!(quarantine_pause(u32::MAX), QUARANTINE_PAUSE_MAX);
+    }
 }
