@@ -98,7 +98,14 @@ impl SinkConfig {
     }
 }
 
-const COMMON: &[&str] = &["type", "tags", "spool_max_bytes", "batch", "rate", "timeout"];
+const COMMON: &[&str] = &[
+    "type",
+    "tags",
+    "spool_max_bytes",
+    "batch",
+    "rate",
+    "timeout",
+];
 const TCP_JSON: &[&str] = &["address", "tls", "ca_file", "server_name"];
 const HEC: &[&str] = &[
     "url",
@@ -164,12 +171,8 @@ impl<'a> Fields<'a> {
     }
 
     fn required(&self, k: &str, whole: &Node) -> Result<String, ConfigError> {
-        self.text(k)?.ok_or_else(|| {
-            err(
-                whole,
-                format!("sink '{}': {k} is required", self.sink),
-            )
-        })
+        self.text(k)?
+            .ok_or_else(|| err(whole, format!("sink '{}': {k} is required", self.sink)))
     }
 
     fn number(&self, k: &str, min: f64) -> Result<Option<f64>, ConfigError> {
@@ -276,7 +279,10 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
     let Yaml::Map(map) = &node.value else {
         return Err(err(
             node,
-            format!("sink '{name}': expected a map of settings, found {}", node.kind()),
+            format!(
+                "sink '{name}': expected a map of settings, found {}",
+                node.kind()
+            ),
         ));
     };
     let f = Fields { sink: name, map };
@@ -307,43 +313,52 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
             ));
         }
     }
-    let tags = match f.get("tags") {
-        None => {
-            return Err(err(
+    let tags =
+        match f.get("tags") {
+            None => return Err(err(
                 node,
-                format!("sink '{name}': tags is required (Salt tag globs, e.g. ['salt/beacon/*/sh/*'])"),
-            ))
-        }
-        Some(t) => {
-            let items: Vec<&Node> = match &t.value {
-                Yaml::Seq(s) => s.iter().collect(),
-                Yaml::Str(_) => vec![t],
-                _ => {
+                format!(
+                    "sink '{name}': tags is required (Salt tag globs, e.g. ['salt/beacon/*/sh/*'])"
+                ),
+            )),
+            Some(t) => {
+                let items: Vec<&Node> = match &t.value {
+                    Yaml::Seq(s) => s.iter().collect(),
+                    Yaml::Str(_) => vec![t],
+                    _ => {
+                        return Err(err(
+                            t,
+                            format!(
+                                "sink '{name}': tags must be a list of tag globs, found {}",
+                                t.kind()
+                            ),
+                        ))
+                    }
+                };
+                let mut pats = Vec::new();
+                for i in items {
+                    let Some(s) = i.as_str().filter(|s| !s.is_empty()) else {
+                        return Err(err(
+                            i,
+                            format!(
+                                "sink '{name}': a tag glob must be a string, found {}",
+                                i.kind()
+                            ),
+                        ));
+                    };
+                    let p = glob::Pattern::new(s)
+                        .map_err(|e| err(i, format!("sink '{name}': bad tag glob '{s}': {e}")))?;
+                    pats.push(p);
+                }
+                if pats.is_empty() {
                     return Err(err(
                         t,
-                        format!("sink '{name}': tags must be a list of tag globs, found {}", t.kind()),
-                    ))
-                }
-            };
-            let mut pats = Vec::new();
-            for i in items {
-                let Some(s) = i.as_str().filter(|s| !s.is_empty()) else {
-                    return Err(err(
-                        i,
-                        format!("sink '{name}': a tag glob must be a string, found {}", i.kind()),
+                        format!("sink '{name}': tags is empty: nothing would be sent"),
                     ));
-                };
-                let p = glob::Pattern::new(s).map_err(|e| {
-                    err(i, format!("sink '{name}': bad tag glob '{s}': {e}"))
-                })?;
-                pats.push(p);
+                }
+                pats
             }
-            if pats.is_empty() {
-                return Err(err(t, format!("sink '{name}': tags is empty: nothing would be sent")));
-            }
-            pats
-        }
-    };
+        };
     let timeout = Duration::from_secs_f64(f.number("timeout", 0.1)?.unwrap_or(10.0));
     let spool_max_bytes = f.number("spool_max_bytes", 4096.0)?.map(|v| v as u64);
     let batch = f.number("batch", 1.0)?.map(|v| v as usize);
@@ -356,7 +371,10 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
             let tls = f.tls()?;
             if !tls_on && tls != TlsConfig::default() {
                 let n = f.get("ca_file").or(f.get("server_name")).unwrap_or(node);
-                return Err(err(n, format!("sink '{name}': ca_file/server_name need tls: True")));
+                return Err(err(
+                    n,
+                    format!("sink '{name}': ca_file/server_name need tls: True"),
+                ));
             }
             SinkKind::TcpJson {
                 address,
@@ -368,13 +386,17 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(err(
                     f.get("url").unwrap_or(node),
-                    format!("sink '{name}': url must start with https:// or http://, found '{url}'"),
+                    format!(
+                        "sink '{name}': url must start with https:// or http://, found '{url}'"
+                    ),
                 ));
             }
             SinkKind::SplunkHec {
                 url,
                 token: f.required("token", node)?,
-                sourcetype: f.text("sourcetype")?.unwrap_or_else(|| "salt:beacon".into()),
+                sourcetype: f
+                    .text("sourcetype")?
+                    .unwrap_or_else(|| "salt:beacon".into()),
                 index: f.text("index")?,
                 source: f.text("source")?.unwrap_or_else(|| "beacond".into()),
                 ack: f.boolean("ack")?.unwrap_or(false),
@@ -387,21 +409,29 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
                 Some("udp") => SyslogTransport::Udp,
                 Some("tcp") => SyslogTransport::Tcp,
                 Some("tls") => SyslogTransport::Tls,
-                Some(other) => {
-                    return Err(err(
-                        f.get("transport").unwrap_or(node),
-                        format!("sink '{name}': transport must be udp, tcp, tls or unix, found '{other}'"),
-                    ))
-                }
+                Some(other) => return Err(err(
+                    f.get("transport").unwrap_or(node),
+                    format!(
+                        "sink '{name}': transport must be udp, tcp, tls or unix, found '{other}'"
+                    ),
+                )),
             };
             let address = if transport == SyslogTransport::Unix {
                 if let Some(a) = f.get("address") {
-                    return Err(err(a, format!("sink '{name}': transport unix takes path, not address")));
+                    return Err(err(
+                        a,
+                        format!("sink '{name}': transport unix takes path, not address"),
+                    ));
                 }
                 f.text("path")?.unwrap_or_else(|| "/dev/log".into())
             } else {
                 if let Some(p) = f.get("path") {
-                    return Err(err(p, format!("sink '{name}': path is for transport unix; use address: host:port")));
+                    return Err(err(
+                        p,
+                        format!(
+                            "sink '{name}': path is for transport unix; use address: host:port"
+                        ),
+                    ));
                 }
                 let a = f.required("address", node)?;
                 check_address(&f, f.get("address").unwrap_or(node), &a)?;
@@ -414,7 +444,10 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
                     None => {
                         return Err(err(
                             f.get("facility").unwrap_or(node),
-                            format!("sink '{name}': unknown facility '{s}' ({})", FACILITIES.join(", ")),
+                            format!(
+                                "sink '{name}': unknown facility '{s}' ({})",
+                                FACILITIES.join(", ")
+                            ),
                         ))
                     }
                 },
@@ -422,7 +455,10 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
             let tls = f.tls()?;
             if transport != SyslogTransport::Tls && tls != TlsConfig::default() {
                 let n = f.get("ca_file").or(f.get("server_name")).unwrap_or(node);
-                return Err(err(n, format!("sink '{name}': ca_file/server_name need transport: tls")));
+                return Err(err(
+                    n,
+                    format!("sink '{name}': ca_file/server_name need transport: tls"),
+                ));
             }
             let app_name = f.text("app_name")?.unwrap_or_else(|| "beacond".into());
             if app_name.len() > 48 || !app_name.bytes().all(|b| (33..=126).contains(&b)) {
@@ -497,12 +533,36 @@ mod tests {
         );
         assert!(s.is_empty(), "{s:?}");
         assert_eq!(e.len(), 6, "{e:#?}");
-        assert!(e[0].starts_with("minion:4:14: sink 'a': address must be host:port"), "{}", e[0]);
-        assert!(e[1].starts_with("minion:8:16: sink 'b': transport must be"), "{}", e[1]);
-        assert!(e[2].starts_with("minion:11:5: sink 'c': token is required"), "{}", e[2]);
-        assert!(e[3].starts_with("minion:19:5: sink 'd': unknown option 'colour'"), "{}", e[3]);
-        assert!(e[4].starts_with("minion:21:11: sink 'e': unknown type 'kafka'"), "{}", e[4]);
-        assert!(e[5].starts_with("minion:25:12: sink 'f': bad tag glob '[x'"), "{}", e[5]);
+        assert!(
+            e[0].starts_with("minion:4:14: sink 'a': address must be host:port"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("minion:8:16: sink 'b': transport must be"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("minion:11:5: sink 'c': token is required"),
+            "{}",
+            e[2]
+        );
+        assert!(
+            e[3].starts_with("minion:18:5: sink 'd': unknown option 'colour'"),
+            "{}",
+            e[3]
+        );
+        assert!(
+            e[4].starts_with("minion:20:11: sink 'e': unknown type 'kafka'"),
+            "{}",
+            e[4]
+        );
+        assert!(
+            e[5].starts_with("minion:24:12: sink 'f': bad tag glob '[x'"),
+            "{}",
+            e[5]
+        );
     }
 
     #[test]

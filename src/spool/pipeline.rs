@@ -342,7 +342,11 @@ fn report_drops(
             data.insert("sink".into(), l.name.clone().into());
             data.insert(
                 "reason".into(),
-                format!("sink spool full (beacond_sinks: {}: spool_max_bytes)", l.name).into(),
+                format!(
+                    "sink spool full (beacond_sinks: {}: spool_max_bytes)",
+                    l.name
+                )
+                .into(),
             );
         }
         let ev = Event::from_beacon(minion_id, "beacond", data);

@@ -43,7 +43,14 @@ fn channel_id() -> String {
     let mut b = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 impl Hec {
@@ -60,9 +67,11 @@ impl Hec {
         else {
             return Err("not a splunk_hec sink".into());
         };
-        let mut tls_builder = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+        let mut tls_builder =
+            ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(path) = &tls.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
                 .filter_map(|i| match i {
                     Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -75,7 +84,9 @@ impl Hec {
             tls_builder = tls_builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
         if tls.server_name.is_some() {
-            return Err("server_name is not supported for splunk_hec (the URL's host is checked)".into());
+            return Err(
+                "server_name is not supported for splunk_hec (the URL's host is checked)".into(),
+            );
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(c.timeout))
@@ -139,7 +150,10 @@ impl Hec {
         let mut pause = Duration::from_millis(100);
         loop {
             let r = self
-                .post(ack_url.clone(), serde_json::to_vec(&json!({"acks": [id]})).unwrap_or_default())
+                .post(
+                    ack_url.clone(),
+                    serde_json::to_vec(&json!({"acks": [id]})).unwrap_or_default(),
+                )
                 .await?;
             if r["acks"][id.to_string()].as_bool() == Some(true) {
                 return Ok(());
@@ -189,7 +203,10 @@ impl Hec {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(200).collect());
-        Err(format!("{url}: HTTP {status}: {what} (code {})", code.map_or("-".into(), |c| c.to_string())))
+        Err(format!(
+            "{url}: HTTP {status}: {what} (code {})",
+            code.map_or("-".into(), |c| c.to_string())
+        ))
     }
 }
 

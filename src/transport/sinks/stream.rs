@@ -57,8 +57,8 @@ impl Tls {
                 .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
                 .unwrap_or_default()
         });
-        let name = ServerName::try_from(host.clone())
-            .map_err(|e| format!("server name '{host}': {e}"))?;
+        let name =
+            ServerName::try_from(host.clone()).map_err(|e| format!("server name '{host}': {e}"))?;
         Ok(Tls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(client_config(tls)?)),
             name,
@@ -72,7 +72,11 @@ pub enum Conn {
 }
 
 impl Conn {
-    pub async fn connect(address: &str, tls: Option<&Tls>, limit: Duration) -> Result<Conn, String> {
+    pub async fn connect(
+        address: &str,
+        tls: Option<&Tls>,
+        limit: Duration,
+    ) -> Result<Conn, String> {
         let tcp = timeout(limit, TcpStream::connect(address))
             .await
             .map_err(|_| format!("connect to {address}: timed out"))?
@@ -134,7 +138,9 @@ impl Conn {
                 return Ok(());
             }
             if !matches!(state, Some(TCP_ESTABLISHED | TCP_CLOSE_WAIT)) {
-                return Err("connection closed by the receiver before it acknowledged the batch".into());
+                return Err(
+                    "connection closed by the receiver before it acknowledged the batch".into(),
+                );
             }
             if Instant::now() >= deadline {
                 return Err(format!(

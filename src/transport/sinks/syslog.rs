@@ -126,12 +126,20 @@ impl Syslog {
             }
             SyslogTransport::Udp => {
                 if self.udp.is_none() {
-                    let bind = if self.address.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" };
+                    let bind = if self.address.starts_with('[') {
+                        "[::]:0"
+                    } else {
+                        "0.0.0.0:0"
+                    };
                     let s = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-                    s.connect(&self.address).await.map_err(|e| format!("{}: {e}", self.address))?;
+                    s.connect(&self.address)
+                        .await
+                        .map_err(|e| format!("{}: {e}", self.address))?;
                     self.udp = Some(s);
                 }
-                let Some(s) = &self.udp else { return Err("no socket".into()) };
+                let Some(s) = &self.udp else {
+                    return Err("no socket".into());
+                };
                 for m in msgs {
                     s.send(m.as_bytes()).await.map_err(|e| e.to_string())?;
                 }
@@ -140,10 +148,13 @@ impl Syslog {
             SyslogTransport::Unix => {
                 if self.unix.is_none() {
                     let s = UnixDatagram::unbound().map_err(|e| e.to_string())?;
-                    s.connect(&self.address).map_err(|e| format!("{}: {e}", self.address))?;
+                    s.connect(&self.address)
+                        .map_err(|e| format!("{}: {e}", self.address))?;
                     self.unix = Some(s);
                 }
-                let Some(s) = &self.unix else { return Err("no socket".into()) };
+                let Some(s) = &self.unix else {
+                    return Err("no socket".into());
+                };
                 for m in msgs {
                     tokio::time::timeout(self.timeout, s.send(m.as_bytes()))
                         .await
@@ -190,15 +201,19 @@ mod tests {
         let mut d = Map::new();
         d.insert("tag".into(), "False".into());
         let mut ev = Event::from_beacon("web 1", "state_results", d);
-        ev.data.insert("_stamp".into(), "2026-01-02T03:04:05.000006".into());
+        ev.data
+            .insert("_stamp".into(), "2026-01-02T03:04:05.000006".into());
         let m = format(&ev, 4, "web 1", "beacond");
         let pid = std::process::id();
         assert!(
-            m.starts_with(&format!("<36>1 2026-01-02T03:04:05.000006Z web1 beacond {pid} state_results - {{")),
+            m.starts_with(&format!(
+                "<36>1 2026-01-02T03:04:05.000006Z web1 beacond {pid} state_results - {{"
+            )),
             "{m}"
         );
         let json: serde_json::Value =
-            serde_json::from_str(m.split_once(" - ").map(|x| x.1).unwrap_or_default()).unwrap_or_default();
+            serde_json::from_str(m.split_once(" - ").map(|x| x.1).unwrap_or_default())
+                .unwrap_or_default();
         assert_eq!(json["tag"], "salt/beacon/web 1/state_results/False");
     }
 }
