@@ -3,5 +3,6 @@
 pub mod beacond;
 pub mod faults;
 pub mod netns;
+pub mod receivers;
 pub mod salt;
 pub mod sink;

@@ -44,13 +44,14 @@ fn header_field(s: &str, max: usize) -> String {
     }
 }
 
-/// Severity: errors 3, loss and failed-state reports 4, the rest 6 (informational).
+/// Severity: errors 3; loss reports, failed states and failed logins (btmp) 4; the rest 6.
 fn severity(ev: &Event) -> u8 {
     if ev.data.contains_key("error") {
         3
     } else if ev.is_loss_report()
         || ev.tag.ends_with("/beacond/dropped")
         || ev.tag.ends_with("/state_results/False")
+        || ev.tag.contains("/btmp/")
     {
         4
     } else {
