@@ -301,9 +301,10 @@ async fn send_to_master(
     run_beacons(source, planned, ctx, tx, &healthy).await;
     // The beacons are stopped and the queues close: each sink flushes for up to
     // `beacond_flush_timeout` and leaves the rest in its spool.
-    for s in running {
-        let name = s.config.name.clone();
-        match tokio::time::timeout(flush + Duration::from_secs(2), s.task).await {
+    // Their queues close only once every sender is gone: the fan-out's and these.
+    let tasks: Vec<_> = running.into_iter().map(sinks::Running::into_task).collect();
+    for (name, task) in tasks {
+        match tokio::time::timeout(flush + Duration::from_secs(2), task).await {
             Ok(Ok(left)) if !left.is_empty() => tracing::warn!(
                 sink = %name,
                 undelivered = left.pending(),

@@ -313,52 +313,53 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
             ));
         }
     }
-    let tags =
-        match f.get("tags") {
-            None => return Err(err(
+    let tags = match f.get("tags") {
+        None => {
+            return Err(err(
                 node,
                 format!(
                     "sink '{name}': tags is required (Salt tag globs, e.g. ['salt/beacon/*/sh/*'])"
                 ),
-            )),
-            Some(t) => {
-                let items: Vec<&Node> = match &t.value {
-                    Yaml::Seq(s) => s.iter().collect(),
-                    Yaml::Str(_) => vec![t],
-                    _ => {
-                        return Err(err(
-                            t,
-                            format!(
-                                "sink '{name}': tags must be a list of tag globs, found {}",
-                                t.kind()
-                            ),
-                        ))
-                    }
-                };
-                let mut pats = Vec::new();
-                for i in items {
-                    let Some(s) = i.as_str().filter(|s| !s.is_empty()) else {
-                        return Err(err(
-                            i,
-                            format!(
-                                "sink '{name}': a tag glob must be a string, found {}",
-                                i.kind()
-                            ),
-                        ));
-                    };
-                    let p = glob::Pattern::new(s)
-                        .map_err(|e| err(i, format!("sink '{name}': bad tag glob '{s}': {e}")))?;
-                    pats.push(p);
-                }
-                if pats.is_empty() {
+            ))
+        }
+        Some(t) => {
+            let items: Vec<&Node> = match &t.value {
+                Yaml::Seq(s) => s.iter().collect(),
+                Yaml::Str(_) => vec![t],
+                _ => {
                     return Err(err(
                         t,
-                        format!("sink '{name}': tags is empty: nothing would be sent"),
-                    ));
+                        format!(
+                            "sink '{name}': tags must be a list of tag globs, found {}",
+                            t.kind()
+                        ),
+                    ))
                 }
-                pats
+            };
+            let mut pats = Vec::new();
+            for i in items {
+                let Some(s) = i.as_str().filter(|s| !s.is_empty()) else {
+                    return Err(err(
+                        i,
+                        format!(
+                            "sink '{name}': a tag glob must be a string, found {}",
+                            i.kind()
+                        ),
+                    ));
+                };
+                let p = glob::Pattern::new(s)
+                    .map_err(|e| err(i, format!("sink '{name}': bad tag glob '{s}': {e}")))?;
+                pats.push(p);
             }
-        };
+            if pats.is_empty() {
+                return Err(err(
+                    t,
+                    format!("sink '{name}': tags is empty: nothing would be sent"),
+                ));
+            }
+            pats
+        }
+    };
     let timeout = Duration::from_secs_f64(f.number("timeout", 0.1)?.unwrap_or(10.0));
     let spool_max_bytes = f.number("spool_max_bytes", 4096.0)?.map(|v| v as u64);
     let batch = f.number("batch", 1.0)?.map(|v| v as usize);
@@ -409,12 +410,14 @@ fn parse_one(name: &str, node: &Node) -> Result<SinkConfig, ConfigError> {
                 Some("udp") => SyslogTransport::Udp,
                 Some("tcp") => SyslogTransport::Tcp,
                 Some("tls") => SyslogTransport::Tls,
-                Some(other) => return Err(err(
-                    f.get("transport").unwrap_or(node),
-                    format!(
+                Some(other) => {
+                    return Err(err(
+                        f.get("transport").unwrap_or(node),
+                        format!(
                         "sink '{name}': transport must be udp, tcp, tls or unix, found '{other}'"
                     ),
-                )),
+                    ))
+                }
             };
             let address = if transport == SyslogTransport::Unix {
                 if let Some(a) = f.get("address") {

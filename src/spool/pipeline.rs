@@ -232,7 +232,10 @@ pub async fn run_linked<D: Deliver>(
                         }
                         stats.sent.fetch_add(f.n as u64, Relaxed);
                         if failures > 0 {
-                            tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool");
+                            match &link {
+                                Some(l) => tracing::info!(sink = %l.name, backlog = spool.pending(), "sink reachable again; replaying its spool"),
+                                None => tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool"),
+                            }
                         }
                         failures = 0;
                         next_try = Instant::now();

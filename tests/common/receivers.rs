@@ -175,10 +175,16 @@ impl HecServer {
             let Ok(mut w) = s.try_clone() else { return };
             let mut r = BufReader::new(s);
             while let Some((line, headers, body)) = read_request(&mut r) {
-                let auth = headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
+                let auth = headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map(|(_, v)| v.as_str());
                 let (status, reply) = if auth != Some(want.as_str()) {
                     *rj.lock().expect("lock") += 1;
-                    ("401 Unauthorized", r#"{"text":"Invalid token","code":4}"#.to_string())
+                    (
+                        "401 Unauthorized",
+                        r#"{"text":"Invalid token","code":4}"#.to_string(),
+                    )
                 } else if line.starts_with("POST /services/collector/event ") {
                     let mut evs = Vec::new();
                     for v in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
@@ -191,7 +197,10 @@ impl HecServer {
                         }
                     }
                     if evs.is_empty() {
-                        ("400 Bad Request", r#"{"text":"Invalid data format","code":6}"#.to_string())
+                        (
+                            "400 Bad Request",
+                            r#"{"text":"Invalid data format","code":6}"#.to_string(),
+                        )
                     } else {
                         let mut n = next_ack.lock().expect("lock");
                         let id = *n;
@@ -202,17 +211,28 @@ impl HecServer {
                             gl.push(v["event"].clone());
                             el.push(v);
                         }
-                        ("200 OK", format!(r#"{{"text":"Success","code":0,"ackId":{id}}}"#))
+                        (
+                            "200 OK",
+                            format!(r#"{{"text":"Success","code":0,"ackId":{id}}}"#),
+                        )
                     }
                 } else if line.starts_with("POST /services/collector/ack") {
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let acks: serde_json::Map<String, Value> = v["acks"]
                         .as_array()
-                        .map(|a| a.iter().map(|i| (i.to_string(), Value::Bool(true))).collect())
+                        .map(|a| {
+                            a.iter()
+                                .map(|i| (i.to_string(), Value::Bool(true)))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     ("200 OK", serde_json::json!({ "acks": acks }).to_string())
                 } else {
-                    ("404 Not Found", r#"{"text":"The requested URL was not found on this server.","code":404}"#.to_string())
+                    (
+                        "404 Not Found",
+                        r#"{"text":"The requested URL was not found on this server.","code":404}"#
+                            .to_string(),
+                    )
                 };
                 let resp = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
@@ -288,7 +308,11 @@ impl Rsyslog {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "rsyslogd did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub struct Hec {
+    name: String,
     agent: ureq::Agent,
     event_url: String,
     ack_url: Option<String>,
@@ -95,6 +96,7 @@ impl Hec {
             .build()
             .into();
         Ok(Hec {
+            name: c.name.clone(),
             agent,
             event_url: endpoint(url, "/services/collector/event"),
             ack_url: ack.then(|| endpoint(url, "/services/collector/ack")),
@@ -180,14 +182,14 @@ impl Hec {
                 .header("X-Splunk-Request-Channel", &channel)
                 .header("Content-Type", "application/json")
                 .send(&body[..])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{u}: {e}"))?;
             let status = resp.status().as_u16();
             let text = resp
                 .body_mut()
                 .with_config()
                 .limit(1 << 20)
                 .read_to_string()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{u}: {e}"))?;
             Ok((status, text))
         })
         .await
@@ -221,7 +223,7 @@ impl Deliver for Hec {
                 Ok(()) => self.backoff.ok(),
                 Err(_) => self.backoff.failed(),
             }
-            r
+            r.map_err(|e| format!("sink '{}': {e}", self.name))
         })
     }
     fn next_attempt(&self) -> Option<Instant> {

@@ -248,6 +248,11 @@ impl Running {
     pub fn feed(&self) -> (SinkConfig, mpsc::Sender<Event>) {
         (self.config.clone(), self.tx.clone())
     }
+
+    /// Let go of the queue (so the pipeline can finish) and keep the task to wait for.
+    pub fn into_task(self) -> (String, JoinHandle<Spool>) {
+        (self.config.name, self.task)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::time::Instant;
 
 pub struct Syslog {
+    name: String,
     transport: SyslogTransport,
     address: String,
     facility: u8,
@@ -88,6 +89,7 @@ impl Syslog {
             return Err("not a syslog sink".into());
         };
         Ok(Syslog {
+            name: c.name.clone(),
             transport: *transport,
             address: address.clone(),
             facility: *facility,
@@ -184,7 +186,7 @@ impl Deliver for Syslog {
                     self.backoff.failed();
                 }
             }
-            r.map_err(|e| format!("syslog {}: {e}", self.address))
+            r.map_err(|e| format!("sink '{}': syslog {}: {e}", self.name, self.address))
         })
     }
     fn next_attempt(&self) -> Option<Instant> {

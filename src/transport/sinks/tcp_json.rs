@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub struct TcpJson {
+    name: String,
     address: String,
     tls: Option<Tls>,
     conn: Option<Conn>,
@@ -36,6 +37,7 @@ pub fn encode(batch: &[Event]) -> Vec<u8> {
 impl TcpJson {
     pub fn new(c: &SinkConfig, address: &str, tls: Option<&TlsConfig>) -> Result<TcpJson, String> {
         Ok(TcpJson {
+            name: c.name.clone(),
             address: address.to_owned(),
             tls: tls.map(|t| Tls::new(t, address)).transpose()?,
             conn: None,
@@ -73,7 +75,7 @@ impl Deliver for TcpJson {
                     self.backoff.failed();
                 }
             }
-            r.map_err(|e| format!("{}: {e}", self.address))
+            r.map_err(|e| format!("sink '{}': {}: {e}", self.name, self.address))
         })
     }
     fn next_attempt(&self) -> Option<Instant> {
