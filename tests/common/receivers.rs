@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 pub type Got = Arc<Mutex<Vec<Value>>>;
 
+/// One rsyslog output line: hostname, app-name, msgid, severity, the message as JSON.
+pub type SyslogRecord = (String, String, String, String, Value);
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -134,7 +137,10 @@ pub struct HecServer {
     pub rejected: Arc<Mutex<u64>>,
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+/// Request line, headers (lower-case names), body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -329,7 +335,7 @@ impl Rsyslog {
     }
 
     /// The records written so far: (hostname, app-name, msgid, severity, JSON).
-    pub fn records(&self) -> Vec<(String, String, String, String, Value)> {
+    pub fn records(&self) -> Vec<SyslogRecord> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
