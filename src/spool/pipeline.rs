@@ -96,15 +96,36 @@ struct InFlight {
 
 type Reply = Result<(), DeliveryError>;
 
+/// A pipeline that feeds a sink rather than the master: its `beacond/dropped` events name the
+/// sink and are also handed to the master's pipeline (a dead sink's own spool is no place to
+/// report that it lost events).
+pub struct SinkLink {
+    pub name: String,
+    pub report_to: mpsc::Sender<Event>,
+}
+
 /// Run until `rx` is closed and the spool is flushed (or `opts.flush_timeout` passed). Returns
 /// the spool (what it still holds is sent by the next run).
 pub async fn run<D: Deliver>(
+    minion_id: String,
+    opts: Options,
+    spool: Spool,
+    deliver: D,
+    rx: mpsc::Receiver<Event>,
+    stats: Arc<Stats>,
+) -> Spool {
+    run_linked(minion_id, opts, spool, deliver, rx, stats, None).await
+}
+
+/// [`run`] for a sink's pipeline (`link`), or the master's (`None`).
+pub async fn run_linked<D: Deliver>(
     minion_id: String,
     opts: Options,
     mut spool: Spool,
     deliver: D,
     mut rx: mpsc::Receiver<Event>,
     stats: Arc<Stats>,
+    link: Option<SinkLink>,
 ) -> Spool {
     // The transport runs on its own task so that events keep being spooled while a request
     // waits for a master.
@@ -231,7 +252,7 @@ pub async fn run<D: Deliver>(
                             append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, ev, &stats);
                         }
                     }
-                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     publish(&spool, &stats);
                 }
             }
@@ -248,7 +269,10 @@ pub async fn run<D: Deliver>(
                         }
                         stats.sent.fetch_add(f.n as u64, Relaxed);
                         if failures > 0 {
-                            tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool");
+                            match &link {
+                                Some(l) => tracing::info!(sink = %l.name, backlog = spool.pending(), "sink reachable again; replaying its spool"),
+                                None => tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool"),
+                            }
                         }
                         failures = 0;
                         refusals = 0;
@@ -320,14 +344,14 @@ pub async fn run<D: Deliver>(
                         stats.suppressed.fetch_add(n, Relaxed);
                         tracing::warn!(suppressed = n, "flood control held back events (summarised in a beacond/suppressed event)");
                         append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", data), &stats);
-                        report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                        report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     }
                     window_end = now + opts.rate_window;
                 }
                 if status_at.is_some_and(|s| now >= s) {
                     publish(&spool, &stats);
                     append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", stats.status_data()), &stats);
-                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     status_at = Some(now + opts.status_interval);
                 }
                 if now >= sync_at {
@@ -389,6 +413,7 @@ fn report_drops(
     fresh_max: usize,
     replay_batch: usize,
     stats: &Stats,
+    link: Option<&SinkLink>,
 ) {
     // Bounded: a drop event can itself push an old segment out, at most a few rounds.
     for _ in 0..4 {
@@ -397,14 +422,27 @@ fn report_drops(
         };
         stats.dropped.fetch_add(d.fresh, Relaxed);
         fresh.retain(|(s, _)| *s > spool.acked());
-        append(
-            spool,
-            fresh,
-            fresh_max,
-            replay_batch,
-            Event::from_beacon(minion_id, "beacond", d.to_data()),
-            stats,
-        );
+        let mut data = d.to_data();
+        if let Some(l) = link {
+            data.insert("sink".into(), l.name.clone().into());
+            data.insert(
+                "reason".into(),
+                format!(
+                    "sink spool full (beacond_sinks: {}: spool_max_bytes)",
+                    l.name
+                )
+                .into(),
+            );
+        }
+        let ev = Event::from_beacon(minion_id, "beacond", data);
+        if let Some(l) = link {
+            // Rare (one per drop round); if the master's queue is full the report still is
+            // in the sink's own stream and in the status counters.
+            if l.report_to.try_send(ev.clone()).is_err() {
+                tracing::warn!(sink = %l.name, "cannot hand the sink's drop report to the master pipeline");
+            }
+        }
+        append(spool, fresh, fresh_max, replay_batch, ev, stats);
     }
 }
 

@@ -4,5 +4,6 @@ pub mod beacond;
 pub mod bounded;
 pub mod faults;
 pub mod netns;
+pub mod receivers;
 pub mod salt;
 pub mod sink;
