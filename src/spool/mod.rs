@@ -19,6 +19,7 @@
 //!   rest in the spool.
 
 pub mod limit;
+pub mod pace;
 pub mod pipeline;
 pub mod stats;
 pub mod store;

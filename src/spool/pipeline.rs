@@ -12,6 +12,7 @@
 //! events are not stuck behind an hour of backlog.
 
 use super::limit::Limiter;
+use super::pace::Pace;
 use super::stats::Stats;
 use super::store::{Spool, SpoolError};
 use super::Options;
@@ -100,6 +101,8 @@ pub async fn run<D: Deliver>(
     let mut inflight: Option<InFlight> = None;
     let mut next_try = Instant::now();
     let mut failures = 0u32;
+    let mut pace = Pace::new(opts.replay_rate);
+    let mut sent_at = Instant::now();
     let mut tokens = opts.replay_batch as f64;
     let mut tokens_at = Instant::now();
     let mut fresh: VecDeque<(u64, Event)> = VecDeque::new();
@@ -127,17 +130,18 @@ pub async fn run<D: Deliver>(
         if inflight.is_none() && !spool.is_empty() && now >= next_try {
             let want = (spool.pending() as usize).min(opts.replay_batch);
             tokens = (tokens
-                + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
+                + now.saturating_duration_since(tokens_at).as_secs_f64() * pace.rate())
                 .min(opts.replay_batch as f64);
             tokens_at = now;
             if tokens + 1e-9 < want as f64 {
-                let wait = (want as f64 - tokens) / opts.replay_rate;
+                let wait = (want as f64 - tokens) / pace.rate();
                 send_wake = Some(now + Duration::from_secs_f64(wait));
             } else {
                 tokens -= want as f64;
                 match compose(&mut spool, &mut fresh, want) {
                     Ok((batch, f)) if !batch.is_empty() => {
                         inflight = Some(f);
+                        sent_at = Instant::now();
                         if req_tx.send(batch).await.is_err() {
                             tracing::error!("the transport task ended");
                             break;
@@ -206,6 +210,7 @@ pub async fn run<D: Deliver>(
                 let Some(f) = inflight.take() else { continue };
                 match result {
                     Ok(()) => {
+                        pace.on_ack(sent_at.elapsed());
                         if let Err(e) = ack(&mut spool, &f) {
                             tracing::error!("{e}");
                         }
@@ -217,6 +222,7 @@ pub async fn run<D: Deliver>(
                         next_try = Instant::now();
                     }
                     Err(e) => {
+                        pace.on_outage();
                         failures += 1;
                         if failures == 1 {
                             tracing::warn!(pending = spool.pending(), "cannot deliver events (kept in the spool): {e}");

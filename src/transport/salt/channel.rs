@@ -197,6 +197,17 @@ impl MasterLink {
                     _ => e.to_string(),
                 },
             };
+            if attempt == 0 && self.ever_authenticated && !settings.random_reauth_delay.is_zero()
+            {
+                // A restarted master: every minion learns this at about the same moment.
+                // Signing in again after a random wait spreads the master's RSA work.
+                self.creds = None;
+                self.sock = None;
+                return Err(TransportError::ReauthDelayed {
+                    master: self.name.clone(),
+                    wait: settings.random_reauth_delay.mul_f64(super::unit_random()),
+                });
+            }
             if attempt == 0 {
                 info!(
                     master = %self.name,
@@ -368,6 +379,7 @@ impl MasterLink {
                     settings.acceptance_wait_max.max(Duration::from_secs(60)),
                 )
             }
+            TransportError::ReauthDelayed { wait, .. } => (LinkState::Down, *wait),
             _ => {
                 self.sock = None;
                 self.down_wait = if self.down_wait.is_zero() {
@@ -375,7 +387,12 @@ impl MasterLink {
                 } else {
                     (self.down_wait * 2).min(settings.recon_max)
                 };
-                (LinkState::Down, self.down_wait)
+                let wait = if settings.recon_randomize {
+                    self.down_wait.mul_f64(0.5 + super::unit_random())
+                } else {
+                    self.down_wait
+                };
+                (LinkState::Down, wait)
             }
         };
         if state != LinkState::Pending {
@@ -393,6 +410,9 @@ impl MasterLink {
                     match e { TransportError::Pending { id, .. } => id.as_str(), _ => "" },
                     wait.as_secs_f64()
                 ),
+                _ if matches!(e, TransportError::ReauthDelayed { .. }) => {
+                    info!(master = %self.name, "{e}")
+                }
                 LinkState::Down => {
                     warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name)
                 }
