@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 pub mod beacond;
 pub mod faults;
+pub mod fleet_keys;
 pub mod netns;
 pub mod salt;
 pub mod sink;

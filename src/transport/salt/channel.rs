@@ -197,17 +197,6 @@ impl MasterLink {
                     _ => e.to_string(),
                 },
             };
-            if attempt == 0 && self.ever_authenticated && !settings.random_reauth_delay.is_zero()
-            {
-                // A restarted master: every minion learns this at about the same moment.
-                // Signing in again after a random wait spreads the master's RSA work.
-                self.creds = None;
-                self.sock = None;
-                return Err(TransportError::ReauthDelayed {
-                    master: self.name.clone(),
-                    wait: settings.random_reauth_delay.mul_f64(super::unit_random()),
-                });
-            }
             if attempt == 0 {
                 info!(
                     master = %self.name,
@@ -215,6 +204,19 @@ impl MasterLink {
                     "master no longer accepts our session key; re-authenticating"
                 );
                 self.creds = None;
+                if !settings.random_reauth_delay.is_zero() {
+                    // A restarted master: all its minions learn this at about the same
+                    // moment. Signing in again after a random wait spreads its RSA work.
+                    self.sock = None;
+                    let wait = settings.random_reauth_delay.mul_f64(super::unit_random());
+                    info!(
+                        master = %self.name,
+                        wait_ms = wait.as_millis() as u64,
+                        "signing in again after {:.1}s (random_reauth_delay)",
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
                 self.authenticate(ident, settings).await?;
                 continue;
             }
@@ -379,7 +381,6 @@ impl MasterLink {
                     settings.acceptance_wait_max.max(Duration::from_secs(60)),
                 )
             }
-            TransportError::ReauthDelayed { wait, .. } => (LinkState::Down, *wait),
             _ => {
                 self.sock = None;
                 self.down_wait = if self.down_wait.is_zero() {
@@ -410,9 +411,6 @@ impl MasterLink {
                     match e { TransportError::Pending { id, .. } => id.as_str(), _ => "" },
                     wait.as_secs_f64()
                 ),
-                _ if matches!(e, TransportError::ReauthDelayed { .. }) => {
-                    info!(master = %self.name, "{e}")
-                }
                 LinkState::Down => {
                     warn!(master = %self.name, error = %e, "master {} is down; retrying", self.name)
                 }

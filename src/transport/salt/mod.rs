@@ -66,8 +66,6 @@ pub enum TransportError {
     Rejected { master: String, id: String },
     #[error("master {master} is full (max_minions)")]
     Full { master: String },
-    #[error("master {master} forgot our session (restarted or rotated its key); signing in again in {:.1}s (random_reauth_delay)", wait.as_secs_f64())]
-    ReauthDelayed { master: String, wait: Duration },
     #[error("master {master} did not acknowledge the events: {reply}")]
     NotAcknowledged { master: String, reply: String },
     #[error("crypto: {0}")]
