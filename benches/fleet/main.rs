@@ -172,9 +172,9 @@ struct Phase {
 }
 
 /// Samples the master group while `f` runs.
-fn measure<T>(master: &SaltMaster, name: &str, f: impl FnOnce() -> T) -> (T, Phase) {
+fn measure<T>(master_pid: Option<u32>, name: &str, f: impl FnOnce() -> T) -> (T, Phase) {
     let stop = Arc::new(AtomicBool::new(false));
-    let pid = Arc::new(AtomicU64::new(master.pid.unwrap_or(0) as u64));
+    let pid = Arc::new(AtomicU64::new(master_pid.unwrap_or(0) as u64));
     let rss_max = Arc::new(AtomicU64::new(0));
     let ticks = Arc::new(AtomicU64::new(0));
     let (s, p, r, t) = (stop.clone(), pid.clone(), rss_max.clone(), ticks.clone());
@@ -280,6 +280,22 @@ fn accepted_since(log: &Path, offset: u64) -> HashSet<String> {
         .collect()
 }
 
+fn remove_sessions(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            if p.file_name().is_some_and(|n| n == "sessions") {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                remove_sessions(&p);
+            }
+        }
+    }
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -348,7 +364,7 @@ fn main() {
 
     let mut phases = Vec::new();
     // Phase 1: cold authentication of every identity at once.
-    let (authed, mut p) = measure(&master, "cold authentication", || {
+    let (authed, mut p) = measure(master.pid, "cold authentication", || {
         let tasks: Vec<_> = identities
             .into_iter()
             .map(|(id, pki, mut m)| {
@@ -408,7 +424,7 @@ fn main() {
     // Phase 2: ingest.
     let mut next_n = 0u64;
     let total1 = n_ids * args.events;
-    let ((), mut p) = measure(&master, "ingest", || {
+    let ((), mut p) = measure(master.pid, "ingest", || {
         for k in 0..args.events {
             for (id, tx) in &senders {
                 let _ = tx.blocking_send(event(id, next_n + k));
@@ -428,50 +444,80 @@ fn main() {
     let ingest_rate = total1 as f64 / p.secs;
     phases.push(p);
 
-    // Phase 3: salt-master restart with a backlog.
-    let log_offset = std::fs::metadata(master.log_file()).map_or(0, |m| m.len());
-    let before = sent();
-    let (_, p_down) = measure(&master, "master stopped", || master.stop());
-    for k in 0..args.outage_events {
-        for (id, tx) in &senders {
-            let _ = tx.blocking_send(event(id, next_n + k));
+    // Phase 3: salt-master restarts with a backlog. 3007 keeps each minion's request-channel
+    // session in cachedir/sessions across a restart ("sessions kept": no sign-in needed);
+    // "sessions lost" removes them while the master is down (a rebuilt master, an expired
+    // publish_session, or 3006 whose request channel uses the AES key a restart replaces):
+    // every identity must sign in again.
+    let mut total2 = total1;
+    let mut restarts = Vec::new();
+    for (scenario, wipe) in [("sessions kept", false), ("sessions lost", true)] {
+        let log_offset = std::fs::metadata(master.log_file()).map_or(0, |m| m.len());
+        let before = sent();
+        let (_, p_down) = measure(master.pid, &format!("master stopped ({scenario})"), || {
+            master.stop()
+        });
+        if wipe {
+            remove_sessions(&master.root);
         }
-    }
-    let total2 = before + n_ids * args.outage_events;
-    master.start();
-    let timeline: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
-    let ((reauth_s, all_reauth), mut p) = measure(&master, "recovery after restart", || {
-        let t0 = Instant::now();
-        let mut reauth_at = None;
-        let mut last_sample = Instant::now();
-        loop {
-            let s = sent();
-            if last_sample.elapsed() >= Duration::from_millis(500) || s >= total2 {
-                if let Ok(mut tl) = timeline.lock() {
-                    tl.push((t0.elapsed().as_secs_f64(), s - before));
+        for k in 0..args.outage_events {
+            for (id, tx) in &senders {
+                let _ = tx.blocking_send(event(id, next_n + k));
+            }
+        }
+        next_n += args.outage_events;
+        total2 = before + n_ids * args.outage_events;
+        master.start();
+        let timeline: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
+        let ((reauth_s, all_reauth), mut p) =
+            measure(master.pid, &format!("recovery after restart ({scenario})"), || {
+                let t0 = Instant::now();
+                let mut reauth_at = None;
+                let mut last_sample = Instant::now();
+                loop {
+                    let s = sent();
+                    if last_sample.elapsed() >= Duration::from_millis(500) || s >= total2 {
+                        if let Ok(mut tl) = timeline.lock() {
+                            tl.push((t0.elapsed().as_secs_f64(), s - before));
+                        }
+                        last_sample = Instant::now();
+                    }
+                    if reauth_at.is_none()
+                        && accepted_since(&master.log_file(), log_offset).len() as u64 >= n_ids
+                    {
+                        reauth_at = Some(t0.elapsed().as_secs_f64());
+                    }
+                    let reauth_done = !wipe || reauth_at.is_some();
+                    if (s >= total2 && reauth_done) || t0.elapsed() > Duration::from_secs(300) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                last_sample = Instant::now();
+                (reauth_at, accepted_since(&master.log_file(), log_offset).len())
+            });
+        p.note = format!(
+            "{all_reauth} identities signed in again{}; backlog of {} of {} delivered",
+            reauth_s.map_or(String::new(), |t| format!(" (all after {t:.1}s)")),
+            sent() - before,
+            n_ids * args.outage_events
+        );
+        eprintln!("fleet: recovery {:.1}s ({})", p.secs, p.note);
+        restarts.push((scenario, p.secs, reauth_s, all_reauth));
+        phases.push(p_down);
+        phases.push(p);
+        let mut csv = String::from("seconds,delivered_per_s\n");
+        if let Ok(tl) = timeline.lock() {
+            let mut prev = (0.0, 0u64);
+            for &(t, n) in tl.iter() {
+                if t > prev.0 {
+                    csv.push_str(&format!("{t:.2},{:.1}\n", (n - prev.1) as f64 / (t - prev.0)));
+                }
+                prev = (t, n);
             }
-            if reauth_at.is_none()
-                && accepted_since(&master.log_file(), log_offset).len() as u64 >= n_ids
-            {
-                reauth_at = Some(t0.elapsed().as_secs_f64());
-            }
-            if (s >= total2 && reauth_at.is_some()) || t0.elapsed() > Duration::from_secs(600) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        (reauth_at.unwrap_or(f64::NAN), accepted_since(&master.log_file(), log_offset).len())
-    });
-    p.note = format!(
-        "{all_reauth} identities re-authenticated in {reauth_s:.1}s; backlog of {} delivered",
-        sent() - before
-    );
-    eprintln!("fleet: recovery {:.1}s ({})", p.secs, p.note);
-    let recovery_s = p.secs;
-    phases.insert(phases.len(), p_down);
-    phases.push(p);
+        let name = format!("restart-{}-{}.csv", args.label, if wipe { "lost" } else { "kept" });
+        std::fs::write(args.out.join(name), csv).expect("csv");
+    }
 
     // Flush and count losses.
     drop(senders);
@@ -509,10 +555,13 @@ fn main() {
     md.push_str(&format!("- events seen on the master's bus (`salt-run state.event`): {bus_seen} of {total2}\n"));
     md.push_str(&format!("- ingest: **{ingest_rate:.0} events/s** ({} events per identity, batches of up to {})\n", args.events, opts.replay_batch));
     md.push_str(&format!("- cold authentication of the whole fleet: **{:.1} s**\n", phases[0].secs));
-    md.push_str(&format!(
-        "- recovery after salt-master restart (random_reauth_delay {} s): all re-authenticated after **{reauth_s:.1} s**, backlog delivered after **{recovery_s:.1} s**\n",
-        args.reauth_delay
-    ));
+    for (scenario, secs, reauth, n) in &restarts {
+        md.push_str(&format!(
+            "- salt-master restart, {scenario} (random_reauth_delay {} s): backlog delivered after **{secs:.1} s**; {n} identities signed in again{}\n",
+            args.reauth_delay,
+            reauth.map_or(String::new(), |t| format!(", all of them after **{t:.1} s**"))
+        ));
+    }
     md.push_str(&format!("- load average at the end: {}\n\n", load.trim()));
     md.push_str("| phase | seconds | master CPU (% of one core) | master RSS max (MiB) | note |\n|---|---|---|---|---|\n");
     for p in &phases {
@@ -528,17 +577,6 @@ fn main() {
     md.push('\n');
     let _ = std::fs::create_dir_all(&args.out);
     std::fs::write(args.out.join(format!("results-{}.md", args.label)), &md).expect("results");
-    let mut csv = String::from("seconds,delivered_per_s\n");
-    if let Ok(tl) = timeline.lock() {
-        let mut prev = (0.0, 0u64);
-        for &(t, n) in tl.iter() {
-            if t > prev.0 {
-                csv.push_str(&format!("{t:.2},{:.1}\n", (n - prev.1) as f64 / (t - prev.0)));
-            }
-            prev = (t, n);
-        }
-    }
-    std::fs::write(args.out.join(format!("restart-{}.csv", args.label)), csv).expect("csv");
     let _ = std::io::stdout().write_all(md.as_bytes());
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -45,6 +45,6 @@ pv=${BEACOND_PLOT_VENV:-$HOME/.cache/beacond/plot-venv}
 if [ ! -x "$pv/bin/python" ] || ! "$pv/bin/python" -c 'import matplotlib' 2>/dev/null; then
     python3 -m venv "$pv" && "$pv/bin/pip" install -q matplotlib >/dev/null
 fi
-"$pv/bin/python" "$here/plot.py" "$out"/restart-single.csv "$out/restart.png"
+"$pv/bin/python" "$here/plot.py" "$out"/restart-single-lost.csv "$out/restart.png"
 cat "$out/results.md"
 echo "wrote $out/results.md and $out/restart.png"
