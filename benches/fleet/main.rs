@@ -125,7 +125,7 @@ impl SaltMaster {
         self.pid = None;
     }
     fn log_file(&self) -> PathBuf {
-        self.root.join("var/log/salt/master")
+        self.root.join("log/master")
     }
     fn conf_dir(&self) -> PathBuf {
         self.root.join("etc/salt")
