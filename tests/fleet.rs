@@ -95,7 +95,10 @@ fn accepted(line: &str) -> Option<(f64, String)> {
     let (hms, ms) = time.split_once(',')?;
     let mut parts = hms.split(':').map(|p| p.parse::<f64>().ok());
     let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    Some((h * 3600.0 + m * 60.0 + s + ms.parse::<f64>().ok()? / 1000.0, id.to_owned()))
+    Some((
+        h * 3600.0 + m * 60.0 + s + ms.parse::<f64>().ok()? / 1000.0,
+        id.to_owned(),
+    ))
 }
 
 #[test]
@@ -123,12 +126,7 @@ fn reauth_after_restart_is_spread_and_loses_nothing() {
         let id = format!("fleet-{i:04}");
         let pki = dir.path().join(&id);
         common::fleet_keys::install(i, &pki).expect("key");
-        let opts = minion(
-            &id,
-            &pki,
-            gate.port,
-            json!({"random_reauth_delay": WINDOW}),
-        );
+        let opts = minion(&id, &pki, gate.port, json!({"random_reauth_delay": WINDOW}));
         let masters = Masters::new(&opts).expect("identity");
         let spool = Spool::open(&pki.join("spool"), 1 << 20).expect("spool");
         let (tx, rx) = mpsc::channel(16);
@@ -154,7 +152,10 @@ fn reauth_after_restart_is_spread_and_loses_nothing() {
     let t0 = Instant::now();
     send_all("before");
     await_tags(&bus, "/before", N, Duration::from_secs(180));
-    eprintln!("{N} identities authenticated from cold and delivered in {:?}", t0.elapsed());
+    eprintln!(
+        "{N} identities authenticated from cold and delivered in {:?}",
+        t0.elapsed()
+    );
     drop(bus);
 
     gate.close();
@@ -171,7 +172,10 @@ fn reauth_after_restart_is_spread_and_loses_nothing() {
     let t_open = Instant::now();
     gate.open();
     await_tags(&bus, "/during", N, Duration::from_secs(180));
-    eprintln!("backlog of {N} identities delivered {:?} after the master came back", t_open.elapsed());
+    eprintln!(
+        "backlog of {N} identities delivered {:?} after the master came back",
+        t_open.elapsed()
+    );
     send_all("after");
     await_tags(&bus, "/after", N, Duration::from_secs(120));
 
@@ -372,7 +376,12 @@ fn replay_backs_off_when_the_master_answers_slowly() {
     delay.store(0, Relaxed);
     drop(tx);
     wait_sent(BACKLOG);
-    let spool = agent.join().expect("agent").pop().flatten().expect("agent ended");
+    let spool = agent
+        .join()
+        .expect("agent")
+        .pop()
+        .flatten()
+        .expect("agent ended");
     assert_eq!(spool.pending(), 0);
     assert_eq!(stats.dropped.load(Relaxed), 0);
 }

@@ -267,7 +267,10 @@ fn event(id: &str, n: u64) -> Event {
     let mut d = serde_json::Map::new();
     d.insert("tag".into(), json!("x"));
     d.insert("n".into(), json!(n));
-    d.insert("payload".into(), json!("some beacon data of a typical size, ~100 bytes of text"));
+    d.insert(
+        "payload".into(),
+        json!("some beacon data of a typical size, ~100 bytes of text"),
+    );
     Event::from_beacon(id, "fleet", d)
 }
 
@@ -377,7 +380,9 @@ fn main() {
                             Err(_) => {
                                 let wait = m
                                     .next_attempt()
-                                    .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
+                                    .map(|t| {
+                                        t.saturating_duration_since(tokio::time::Instant::now())
+                                    })
                                     .unwrap_or(Duration::from_millis(100));
                                 tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
                             }
@@ -415,7 +420,14 @@ fn main() {
     for ((id, pki, m, _), st) in authed.into_iter().zip(&all_stats) {
         let spool = Spool::open(&pki.join("spool"), 8 << 20).expect("spool");
         let (tx, rx) = mpsc::channel(1024);
-        runs.push(handle.spawn(pipeline::run(id.clone(), opts.clone(), spool, m, rx, st.clone())));
+        runs.push(handle.spawn(pipeline::run(
+            id.clone(),
+            opts.clone(),
+            spool,
+            m,
+            rx,
+            st.clone(),
+        )));
         senders.push((id, tx));
     }
     let sent = || all_stats.iter().map(|s| s.sent.load(Relaxed)).sum::<u64>();
@@ -433,7 +445,9 @@ fn main() {
         wait_until("ingest", Duration::from_secs(300), || sent() >= total1);
     });
     next_n += args.events;
-    let bus_ok = wait_until("bus count", Duration::from_secs(30), || bus.count() as u64 >= total1);
+    let bus_ok = wait_until("bus count", Duration::from_secs(30), || {
+        bus.count() as u64 >= total1
+    });
     p.note = format!(
         "{total1} events acknowledged: {:.0} events/s; seen on the bus: {}{}",
         total1 as f64 / p.secs,
@@ -469,8 +483,10 @@ fn main() {
         total2 = before + n_ids * args.outage_events;
         master.start();
         let timeline: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
-        let ((reauth_s, all_reauth), mut p) =
-            measure(master.pid, &format!("recovery after restart ({scenario})"), || {
+        let ((reauth_s, all_reauth), mut p) = measure(
+            master.pid,
+            &format!("recovery after restart ({scenario})"),
+            || {
                 let t0 = Instant::now();
                 let mut reauth_at = None;
                 let mut last_sample = Instant::now();
@@ -493,8 +509,12 @@ fn main() {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                (reauth_at, accepted_since(&master.log_file(), log_offset).len())
-            });
+                (
+                    reauth_at,
+                    accepted_since(&master.log_file(), log_offset).len(),
+                )
+            },
+        );
         p.note = format!(
             "{all_reauth} identities signed in again{}; backlog of {} of {} delivered",
             reauth_s.map_or(String::new(), |t| format!(" (all after {t:.1}s)")),
@@ -510,12 +530,19 @@ fn main() {
             let mut prev = (0.0, 0u64);
             for &(t, n) in tl.iter() {
                 if t > prev.0 {
-                    csv.push_str(&format!("{t:.2},{:.1}\n", (n - prev.1) as f64 / (t - prev.0)));
+                    csv.push_str(&format!(
+                        "{t:.2},{:.1}\n",
+                        (n - prev.1) as f64 / (t - prev.0)
+                    ));
                 }
                 prev = (t, n);
             }
         }
-        let name = format!("restart-{}-{}.csv", args.label, if wipe { "lost" } else { "kept" });
+        let name = format!(
+            "restart-{}-{}.csv",
+            args.label,
+            if wipe { "lost" } else { "kept" }
+        );
         std::fs::write(args.out.join(name), csv).expect("csv");
     }
 
@@ -534,7 +561,9 @@ fn main() {
     let dropped: u64 = all_stats.iter().map(|s| s.dropped.load(Relaxed)).sum();
     let spooled: u64 = all_stats.iter().map(|s| s.spooled.load(Relaxed)).sum();
     let lost = spooled.saturating_sub(sent()) + dropped;
-    wait_until("bus count", Duration::from_secs(30), || bus.count() as u64 >= total2);
+    wait_until("bus count", Duration::from_secs(30), || {
+        bus.count() as u64 >= total2
+    });
     let bus_seen = bus.count();
     let _ = stop_tx.send(());
     let _ = rt_thread.join();
@@ -552,9 +581,17 @@ fn main() {
         "- events: {spooled} spooled, {} acknowledged by the master, {pending} left in spools, {dropped} dropped → **lost: {lost}**\n",
         sent()
     ));
-    md.push_str(&format!("- events seen on the master's bus (`salt-run state.event`): {bus_seen} of {total2}\n"));
-    md.push_str(&format!("- ingest: **{ingest_rate:.0} events/s** ({} events per identity, batches of up to {})\n", args.events, opts.replay_batch));
-    md.push_str(&format!("- cold authentication of the whole fleet: **{:.1} s**\n", phases[0].secs));
+    md.push_str(&format!(
+        "- events seen on the master's bus (`salt-run state.event`): {bus_seen} of {total2}\n"
+    ));
+    md.push_str(&format!(
+        "- ingest: **{ingest_rate:.0} events/s** ({} events per identity, batches of up to {})\n",
+        args.events, opts.replay_batch
+    ));
+    md.push_str(&format!(
+        "- cold authentication of the whole fleet: **{:.1} s**\n",
+        phases[0].secs
+    ));
     for (scenario, secs, reauth, n) in &restarts {
         md.push_str(&format!(
             "- salt-master restart, {scenario} (random_reauth_delay {} s): backlog delivered after **{secs:.1} s**; {n} identities signed in again{}\n",

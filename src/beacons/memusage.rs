@@ -40,8 +40,7 @@ impl MemInfo {
 
     /// Read the file again.
     pub fn read(&mut self) -> Result<&Self, BeaconError> {
-        let mut f =
-            std::fs::File::open(&self.path).map_err(|e| BeaconError::io(&self.path, e))?;
+        let mut f = std::fs::File::open(&self.path).map_err(|e| BeaconError::io(&self.path, e))?;
         self.text.clear();
         std::io::Read::read_to_string(&mut f, &mut self.text)
             .map_err(|e| BeaconError::io(&self.path, e))?;

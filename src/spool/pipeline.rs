@@ -168,7 +168,7 @@ pub async fn run<D: Deliver>(
             let want = (spool.pending() as usize).min(batch_cap);
             tokens = (tokens
                 + now.saturating_duration_since(tokens_at).as_secs_f64() * pace.rate())
-                .min(opts.replay_batch as f64);
+            .min(opts.replay_batch as f64);
             tokens_at = now;
             if tokens + 1e-9 < want as f64 {
                 let wait = (want as f64 - tokens) / pace.rate();

@@ -28,7 +28,11 @@ pub fn ensure(count: usize) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("fleet keys: generating {} RSA 2048 keys in {}", missing.len(), dir.display());
+    eprintln!(
+        "fleet keys: generating {} RSA 2048 keys in {}",
+        missing.len(),
+        dir.display()
+    );
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunks: Vec<Vec<PathBuf>> = (0..workers)
         .map(|w| missing.iter().skip(w).step_by(workers).cloned().collect())
@@ -58,7 +62,8 @@ pub fn ensure(count: usize) -> Result<(), String> {
         })
         .collect();
     for h in handles {
-        h.join().map_err(|_| "key generation thread panicked".to_string())??;
+        h.join()
+            .map_err(|_| "key generation thread panicked".to_string())??;
     }
     Ok(())
 }
