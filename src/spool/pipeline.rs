@@ -18,6 +18,7 @@
 //! away ([`DeliveryError::Unavailable`]) only delays: nothing is quarantined for it.
 
 use super::limit::Limiter;
+use super::pace::Pace;
 use super::quarantine;
 use super::stats::Stats;
 use super::store::{Spool, SpoolError};
@@ -151,6 +152,8 @@ pub async fn run_linked<D: Deliver>(
     let mut inflight: Option<InFlight> = None;
     let mut next_try = Instant::now();
     let mut failures = 0u32;
+    let mut pace = Pace::new(opts.replay_rate);
+    let mut sent_at = Instant::now();
     // Refusals of the batch at the head, and the batch size while narrowing one down.
     let mut refusals = 0u32;
     let mut batch_cap = opts.replay_batch;
@@ -185,17 +188,18 @@ pub async fn run_linked<D: Deliver>(
         if inflight.is_none() && !spool.is_empty() && now >= next_try {
             let want = (spool.pending() as usize).min(batch_cap);
             tokens = (tokens
-                + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
-                .min(opts.replay_batch as f64);
+                + now.saturating_duration_since(tokens_at).as_secs_f64() * pace.rate())
+            .min(opts.replay_batch as f64);
             tokens_at = now;
             if tokens + 1e-9 < want as f64 {
-                let wait = (want as f64 - tokens) / opts.replay_rate;
+                let wait = (want as f64 - tokens) / pace.rate();
                 send_wake = Some(now + Duration::from_secs_f64(wait));
             } else {
                 tokens -= want as f64;
                 match compose(&mut spool, &mut fresh, want) {
                     Ok((batch, f)) if !batch.is_empty() => {
                         inflight = Some(f);
+                        sent_at = Instant::now();
                         if req_tx.send(batch).await.is_err() {
                             tracing::error!("the transport task ended");
                             break;
@@ -264,6 +268,7 @@ pub async fn run_linked<D: Deliver>(
                 let Some(f) = inflight.take() else { continue };
                 match result {
                     Ok(()) => {
+                        pace.on_ack(sent_at.elapsed());
                         if let Err(e) = ack(&mut spool, &f) {
                             tracing::error!("{e}");
                         }
@@ -323,6 +328,7 @@ pub async fn run_linked<D: Deliver>(
                         }
                     }
                     Err(DeliveryError::Unavailable(e)) => {
+                        pace.on_outage();
                         failures += 1;
                         if failures == 1 {
                             tracing::warn!(pending = spool.pending(), "cannot deliver events (kept in the spool): {e}");

@@ -3,6 +3,7 @@
 pub mod beacond;
 pub mod bounded;
 pub mod faults;
+pub mod fleet_keys;
 pub mod netns;
 pub mod receivers;
 pub mod salt;
