@@ -93,7 +93,10 @@ impl Setup {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("beacond exited: {st:?}");
             }
-            assert!(Instant::now() < deadline, "state/spool never written ({states} state files)");
+            assert!(
+                Instant::now() < deadline,
+                "state/spool never written ({states} state files)"
+            );
             // Polling the file system: the files are the thing under test.
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -178,7 +181,10 @@ fn no_symlink_is_followed_when_writing_state() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     for (i, f) in state_files.iter().enumerate() {
-        for (j, link) in [f.clone(), f.with_extension("json.tmp")].into_iter().enumerate() {
+        for (j, link) in [f.clone(), f.with_extension("json.tmp")]
+            .into_iter()
+            .enumerate()
+        {
             let victim = victims.join(format!("victim-{i}-{j}"));
             std::fs::write(&victim, "precious\n").expect("victim");
             let _ = std::fs::remove_file(&link);
@@ -201,10 +207,14 @@ fn no_symlink_is_followed_when_writing_state() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"hello 1\nhello 2\n"))
         .expect("append");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !state_files.iter().all(|f| {
-        std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_file())
-    }) {
-        assert!(Instant::now() < deadline, "state never rewritten over the planted links");
+    while !state_files
+        .iter()
+        .all(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_file()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "state never rewritten over the planted links"
+        );
         assert!(child.try_wait().ok().flatten().is_none(), "beacond exited");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -122,7 +122,11 @@ fn beacons() -> String {
 fn wait_until(timeout: Duration, what: &str, log: impl Fn() -> String, f: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", log());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            log()
+        );
         // Polling a counter / the log: neither has an awaitable form.
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -142,9 +146,12 @@ fn against(kind: Hostile) {
     m.start();
     let t = Instant::now();
     // It keeps reconnecting: a second connection after the first failed.
-    wait_until(Duration::from_secs(45), &format!("{kind:?}: 2 connections"), || m.log(), || {
-        conns.load(Ordering::SeqCst) >= 2
-    });
+    wait_until(
+        Duration::from_secs(45),
+        &format!("{kind:?}: 2 connections"),
+        || m.log(),
+        || conns.load(Ordering::SeqCst) >= 2,
+    );
     let pid = m.pid().expect("running");
     let rss = vm_hwm_kb(pid);
     figure(&format!("master {kind:?} (reconnected)"), rss, t.elapsed());
@@ -203,7 +210,12 @@ fn a_master_whose_key_changed_is_refused_and_reported() {
             })
             .unwrap_or(0)
     };
-    wait_until(Duration::from_secs(60), "first delivery", || m.log(), || mine(&listener.seen) > 0);
+    wait_until(
+        Duration::from_secs(60),
+        "first delivery",
+        || m.log(),
+        || mine(&listener.seen) > 0,
+    );
     // An impostor takes the master's address: a salt-master with another key pair and none of
     // the old one's state (its cache holds the minions' session keys: a master that kept it
     // would still be the same master to the minion).
@@ -217,14 +229,28 @@ fn a_master_whose_key_changed_is_refused_and_reported() {
     std::fs::remove_dir_all(master.root.join("cache")).expect("remove master cache");
     master.start_again();
     let listener = master.listen("salt/beacon/");
-    wait_until(Duration::from_secs(90), "the refusal in the log", || m.log(), || {
-        m.log().contains("refusing it: the master may have been subverted")
-    });
-    figure("master key changed (refused, from the swap)", 0, t.elapsed());
+    wait_until(
+        Duration::from_secs(90),
+        "the refusal in the log",
+        || m.log(),
+        || {
+            m.log()
+                .contains("refusing it: the master may have been subverted")
+        },
+    );
+    figure(
+        "master key changed (refused, from the swap)",
+        0,
+        t.elapsed(),
+    );
     let pinned = m.dir.join("pki/minion_master.pub");
     assert!(pinned.is_file(), "the pinned key is kept");
     m.terminate(Duration::from_secs(30));
     assert_eq!(mine(&listener.seen), 0, "an event reached the impostor");
     let (_, pending) = m.spool_state();
-    assert!(pending > 0, "the events made meanwhile are kept:\n{}", m.log());
+    assert!(
+        pending > 0,
+        "the events made meanwhile are kept:\n{}",
+        m.log()
+    );
 }
