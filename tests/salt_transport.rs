@@ -67,6 +67,7 @@ fn minion(id: &str, pki: &Path, masters: &[&Master], extra: Value) -> MinionOpts
         "request_channel_timeout": 20,
         "recon_default": 100,
         "recon_max": 500,
+        "random_reauth_delay": 1,
     });
     if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());

@@ -6,6 +6,7 @@
 
 pub mod beacon;
 pub mod minion;
+pub mod sinks;
 pub mod yaml;
 
 pub use beacon::{BeaconConfig, ConfigError};
@@ -26,6 +27,8 @@ pub struct Loaded {
     /// were handed over from salt-minion, whose loop `beacons: enabled: False` switches off; that
     /// switch is then salt-minion's only, and beacond runs the beacons.
     pub owns_beacons: bool,
+    /// `beacond_sinks:`: log aggregators beside the master.
+    pub sinks: Vec<sinks::SinkConfig>,
     /// Problems found; the beacons they concern are not in `beacons`.
     pub errors: Vec<ConfigError>,
     /// The files that were read, for the log.
@@ -103,11 +106,13 @@ pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
     let minion = minion::from_top(&top, &config_dir);
     let (beacons, all_enabled) = beacons_from_top(&top, &mut errors);
     let owns_beacons = owns_beacons(&top, &mut errors);
+    let sinks = sinks::from_top(&top, &mut errors);
     Loaded {
         minion,
         beacons,
         all_enabled: all_enabled || owns_beacons,
         owns_beacons,
+        sinks,
         errors,
         files,
         builtin,

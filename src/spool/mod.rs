@@ -22,6 +22,7 @@
 //! `<spool dir>/quarantine.jsonl` (bounded) and reported as `beacond/quarantined`.
 
 pub mod limit;
+pub mod pace;
 pub mod pipeline;
 pub mod quarantine;
 pub mod stats;

@@ -18,6 +18,7 @@
 //! away ([`DeliveryError::Unavailable`]) only delays: nothing is quarantined for it.
 
 use super::limit::Limiter;
+use super::pace::Pace;
 use super::quarantine;
 use super::stats::Stats;
 use super::store::{Spool, SpoolError};
@@ -96,15 +97,36 @@ struct InFlight {
 
 type Reply = Result<(), DeliveryError>;
 
+/// A pipeline that feeds a sink rather than the master: its `beacond/dropped` events name the
+/// sink and are also handed to the master's pipeline (a dead sink's own spool is no place to
+/// report that it lost events).
+pub struct SinkLink {
+    pub name: String,
+    pub report_to: mpsc::Sender<Event>,
+}
+
 /// Run until `rx` is closed and the spool is flushed (or `opts.flush_timeout` passed). Returns
 /// the spool (what it still holds is sent by the next run).
 pub async fn run<D: Deliver>(
+    minion_id: String,
+    opts: Options,
+    spool: Spool,
+    deliver: D,
+    rx: mpsc::Receiver<Event>,
+    stats: Arc<Stats>,
+) -> Spool {
+    run_linked(minion_id, opts, spool, deliver, rx, stats, None).await
+}
+
+/// [`run`] for a sink's pipeline (`link`), or the master's (`None`).
+pub async fn run_linked<D: Deliver>(
     minion_id: String,
     opts: Options,
     mut spool: Spool,
     deliver: D,
     mut rx: mpsc::Receiver<Event>,
     stats: Arc<Stats>,
+    link: Option<SinkLink>,
 ) -> Spool {
     // The transport runs on its own task so that events keep being spooled while a request
     // waits for a master.
@@ -130,6 +152,8 @@ pub async fn run<D: Deliver>(
     let mut inflight: Option<InFlight> = None;
     let mut next_try = Instant::now();
     let mut failures = 0u32;
+    let mut pace = Pace::new(opts.replay_rate);
+    let mut sent_at = Instant::now();
     // Refusals of the batch at the head, and the batch size while narrowing one down.
     let mut refusals = 0u32;
     let mut batch_cap = opts.replay_batch;
@@ -164,17 +188,18 @@ pub async fn run<D: Deliver>(
         if inflight.is_none() && !spool.is_empty() && now >= next_try {
             let want = (spool.pending() as usize).min(batch_cap);
             tokens = (tokens
-                + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
-                .min(opts.replay_batch as f64);
+                + now.saturating_duration_since(tokens_at).as_secs_f64() * pace.rate())
+            .min(opts.replay_batch as f64);
             tokens_at = now;
             if tokens + 1e-9 < want as f64 {
-                let wait = (want as f64 - tokens) / opts.replay_rate;
+                let wait = (want as f64 - tokens) / pace.rate();
                 send_wake = Some(now + Duration::from_secs_f64(wait));
             } else {
                 tokens -= want as f64;
                 match compose(&mut spool, &mut fresh, want) {
                     Ok((batch, f)) if !batch.is_empty() => {
                         inflight = Some(f);
+                        sent_at = Instant::now();
                         if req_tx.send(batch).await.is_err() {
                             tracing::error!("the transport task ended");
                             break;
@@ -231,7 +256,7 @@ pub async fn run<D: Deliver>(
                             append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, ev, &stats);
                         }
                     }
-                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     publish(&spool, &stats);
                 }
             }
@@ -243,12 +268,16 @@ pub async fn run<D: Deliver>(
                 let Some(f) = inflight.take() else { continue };
                 match result {
                     Ok(()) => {
+                        pace.on_ack(sent_at.elapsed());
                         if let Err(e) = ack(&mut spool, &f) {
                             tracing::error!("{e}");
                         }
                         stats.sent.fetch_add(f.n as u64, Relaxed);
                         if failures > 0 {
-                            tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool");
+                            match &link {
+                                Some(l) => tracing::info!(sink = %l.name, backlog = spool.pending(), "sink reachable again; replaying its spool"),
+                                None => tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool"),
+                            }
                         }
                         failures = 0;
                         refusals = 0;
@@ -299,6 +328,7 @@ pub async fn run<D: Deliver>(
                         }
                     }
                     Err(DeliveryError::Unavailable(e)) => {
+                        pace.on_outage();
                         failures += 1;
                         if failures == 1 {
                             tracing::warn!(pending = spool.pending(), "cannot deliver events (kept in the spool): {e}");
@@ -320,14 +350,14 @@ pub async fn run<D: Deliver>(
                         stats.suppressed.fetch_add(n, Relaxed);
                         tracing::warn!(suppressed = n, "flood control held back events (summarised in a beacond/suppressed event)");
                         append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", data), &stats);
-                        report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                        report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     }
                     window_end = now + opts.rate_window;
                 }
                 if status_at.is_some_and(|s| now >= s) {
                     publish(&spool, &stats);
                     append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", stats.status_data()), &stats);
-                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats);
+                    report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
                     status_at = Some(now + opts.status_interval);
                 }
                 if now >= sync_at {
@@ -389,6 +419,7 @@ fn report_drops(
     fresh_max: usize,
     replay_batch: usize,
     stats: &Stats,
+    link: Option<&SinkLink>,
 ) {
     // Bounded: a drop event can itself push an old segment out, at most a few rounds.
     for _ in 0..4 {
@@ -397,14 +428,27 @@ fn report_drops(
         };
         stats.dropped.fetch_add(d.fresh, Relaxed);
         fresh.retain(|(s, _)| *s > spool.acked());
-        append(
-            spool,
-            fresh,
-            fresh_max,
-            replay_batch,
-            Event::from_beacon(minion_id, "beacond", d.to_data()),
-            stats,
-        );
+        let mut data = d.to_data();
+        if let Some(l) = link {
+            data.insert("sink".into(), l.name.clone().into());
+            data.insert(
+                "reason".into(),
+                format!(
+                    "sink spool full (beacond_sinks: {}: spool_max_bytes)",
+                    l.name
+                )
+                .into(),
+            );
+        }
+        let ev = Event::from_beacon(minion_id, "beacond", data);
+        if let Some(l) = link {
+            // Rare (one per drop round); if the master's queue is full the report still is
+            // in the sink's own stream and in the status counters.
+            if l.report_to.try_send(ev.clone()).is_err() {
+                tracing::warn!(sink = %l.name, "cannot hand the sink's drop report to the master pipeline");
+            }
+        }
+        append(spool, fresh, fresh_max, replay_batch, ev, stats);
     }
 }
 

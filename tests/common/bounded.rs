@@ -18,6 +18,8 @@ pub struct Run {
 
 /// Run `cmd` to completion; panics (after killing it) when it takes longer than `limit`: a
 /// fault case must never hang CI.
+// The child is reaped by `wait4` (which also gives its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
     use std::io::Read;
     let start = Instant::now();

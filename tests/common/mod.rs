@@ -3,6 +3,8 @@
 pub mod beacond;
 pub mod bounded;
 pub mod faults;
+pub mod fleet_keys;
 pub mod netns;
+pub mod receivers;
 pub mod salt;
 pub mod sink;

@@ -212,6 +212,19 @@ impl MasterLink {
                     "master no longer accepts our session key; re-authenticating"
                 );
                 self.creds = None;
+                if !settings.random_reauth_delay.is_zero() {
+                    // A restarted master: all its minions learn this at about the same
+                    // moment. Signing in again after a random wait spreads its RSA work.
+                    self.sock = None;
+                    let wait = settings.random_reauth_delay.mul_f64(super::unit_random());
+                    info!(
+                        master = %self.name,
+                        wait_ms = wait.as_millis() as u64,
+                        "signing in again after {:.1}s (random_reauth_delay)",
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
                 self.authenticate(ident, settings).await?;
                 continue;
             }
@@ -384,7 +397,12 @@ impl MasterLink {
                 } else {
                     (self.down_wait * 2).min(settings.recon_max)
                 };
-                (LinkState::Down, self.down_wait)
+                let wait = if settings.recon_randomize {
+                    self.down_wait.mul_f64(0.5 + super::unit_random())
+                } else {
+                    self.down_wait
+                };
+                (LinkState::Down, wait)
             }
         };
         if state != LinkState::Pending {

@@ -147,6 +147,15 @@ pub struct Settings {
     /// `recon_default` (1000 ms) / `recon_max` (10000 ms): backoff for a master that is down.
     pub recon_default: Duration,
     pub recon_max: Duration,
+    /// `recon_randomize` (true): every reconnect wait is drawn from [w/2, 3w/2] around the
+    /// doubling backoff `w`, so agents that lost the master together do not come back
+    /// together (salt-minion draws its ZeroMQ reconnect interval at random likewise).
+    pub recon_randomize: bool,
+    /// `random_reauth_delay` (10 s, Salt's default): when a master no longer knows our
+    /// session (it restarted), sign in again after a uniform random wait in
+    /// [0, random_reauth_delay] instead of at once, so a restarted master sees its minions'
+    /// `_auth` requests spread over that window. 0 signs in again at once.
+    pub random_reauth_delay: Duration,
     /// `master_alive_interval` (0 = off) with `master_failback`: how often a failed-over
     /// minion looks whether the first master is back.
     pub master_alive_interval: Duration,
@@ -244,6 +253,8 @@ impl Settings {
             acceptance_wait_max,
             recon_default,
             recon_max,
+            recon_randomize: flag(opts, "recon_randomize", true),
+            random_reauth_delay: secs(opts, "random_reauth_delay", 10.0),
             master_alive_interval: secs(opts, "master_alive_interval", 0.0),
             master_failback: flag(opts, "master_failback", false),
             random_master: flag(opts, "random_master", false),
@@ -469,6 +480,12 @@ fn one_or_all(mut errors: Vec<TransportError>) -> TransportError {
 }
 
 /// Fisher–Yates with the OS RNG (`random_master`).
+/// A uniform random fraction in [0, 1).
+pub(crate) fn unit_random() -> f64 {
+    use rand_core::{OsRng, RngCore};
+    (OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn shuffle<T>(v: &mut [T]) {
     use rand_core::{OsRng, RngCore};
     for i in (1..v.len()).rev() {
