@@ -95,6 +95,9 @@ pub enum DeliveryError {
     /// No master took the batch (down, timed out, not authenticated yet, ...).
     #[error(transparent)]
     Unavailable(TransportError),
+    /// A sink other than a master did not take the batch (retried like `Unavailable`).
+    #[error("{0}")]
+    SinkDown(String),
 }
 
 impl From<TransportError> for DeliveryError {

@@ -8,7 +8,7 @@ use super::Backoff;
 use crate::config::sinks::{SinkConfig, SinkKind};
 use crate::config::MinionOpts;
 use crate::event::Event;
-use crate::spool::pipeline::Deliver;
+use crate::spool::pipeline::{Deliver, DeliveryError};
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -216,14 +216,14 @@ impl Deliver for Hec {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
             match &r {
                 Ok(()) => self.backoff.ok(),
                 Err(_) => self.backoff.failed(),
             }
-            r.map_err(|e| format!("sink '{}': {e}", self.name))
+            r.map_err(|e| DeliveryError::SinkDown(format!("sink '{}': {e}", self.name)))
         })
     }
     fn next_attempt(&self) -> Option<Instant> {
