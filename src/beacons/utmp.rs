@@ -568,13 +568,8 @@ impl LoginBeacon {
 
     fn save_state(&self) -> Result<(), BeaconError> {
         let Some(pos) = &self.pos else { return Ok(()) };
-        if let Some(dir) = self.state_file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| BeaconError::io(dir, e))?;
-        }
-        let tmp = self.state_file.with_extension("json.tmp");
-        let text = serde_json::to_string(pos).map_err(|e| BeaconError::Message(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| BeaconError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.state_file).map_err(|e| BeaconError::io(&self.state_file, e))
+        let value = serde_json::to_value(pos).map_err(|e| BeaconError::Message(e.to_string()))?;
+        crate::sources::fswatch::save_state(&self.state_file, &value)
     }
 
     /// The hash of the record ending at `offset` in `f`, if there is one.

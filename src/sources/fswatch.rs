@@ -191,13 +191,33 @@ pub fn load_state(path: &Path) -> Option<serde_json::Value> {
     }
 }
 
-/// Write a state file atomically (temp file in the same directory, then rename).
+/// Write a state file atomically (temp file in the same directory, then rename). State can be
+/// sensitive (log positions, logins): the directory is made 0700 and the file 0600, whatever the
+/// umask, and no symlink is followed: the temporary is created with O_EXCL (a link planted under
+/// its name is removed, not written through) and `rename` replaces a link, never its target.
 pub fn save_state(path: &Path, value: &serde_json::Value) -> Result<(), BeaconError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| BeaconError::io(dir, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| BeaconError::io(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| BeaconError::io(dir, e))?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, value.to_string()).map_err(|e| BeaconError::io(&tmp, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| BeaconError::io(&tmp, e))?;
+    f.write_all(value.to_string().as_bytes())
+        .map_err(|e| BeaconError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| BeaconError::io(path, e))
 }
 

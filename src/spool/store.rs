@@ -398,6 +398,7 @@ impl Spool {
                 );
                 let f = OpenOptions::new()
                     .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(path)
                     .map_err(io_err(path))?;
                 f.set_len(off as u64).map_err(io_err(path))?;
@@ -557,10 +558,12 @@ impl Spool {
             return Ok(());
         };
         // Events can be sensitive (logins, file changes): only root reads the spool.
+        // Never through a symlink planted under a segment's name.
         let f = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&seg.path)
             .map_err(io_err(&seg.path))?;
         self.writer = Some(f);
@@ -791,11 +794,13 @@ impl Spool {
 /// pointer after a power cut only means a resend (at least once), and it saves an fsync per batch.
 fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
+    // A symlink planted under the temporary's name is removed, never written through.
+    let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
     f.write_all(data).map_err(io_err(&tmp))?;

@@ -70,6 +70,9 @@ pub enum TransportError {
     Crypto(String),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     AllMasters(Vec<TransportError>),
+    /// A sink's receiver (Splunk, Logstash, syslog; `transport::sinks`) did not take a batch.
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Why a batch was not delivered, as the spool needs to know it.
@@ -95,9 +98,6 @@ pub enum DeliveryError {
     /// No master took the batch (down, timed out, not authenticated yet, ...).
     #[error(transparent)]
     Unavailable(TransportError),
-    /// A sink other than a master did not take the batch (retried like `Unavailable`).
-    #[error("{0}")]
-    SinkDown(String),
 }
 
 impl From<TransportError> for DeliveryError {

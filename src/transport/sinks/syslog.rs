@@ -9,7 +9,8 @@ use super::Backoff;
 use crate::config::sinks::{SinkConfig, SinkKind, SyslogTransport};
 use crate::config::MinionOpts;
 use crate::event::Event;
-use crate::spool::pipeline::{Deliver, DeliveryError};
+use crate::spool::pipeline::Deliver;
+use crate::transport::salt::DeliveryError;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -187,7 +188,7 @@ impl Deliver for Syslog {
                 }
             }
             r.map_err(|e| {
-                DeliveryError::SinkDown(format!(
+                super::unavailable(format!(
                     "sink '{}': syslog {}: {e}",
                     self.name, self.address
                 ))

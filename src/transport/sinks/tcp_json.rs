@@ -7,7 +7,8 @@ use super::stream::{Conn, Tls};
 use super::Backoff;
 use crate::config::sinks::{SinkConfig, TlsConfig};
 use crate::event::Event;
-use crate::spool::pipeline::{Deliver, DeliveryError};
+use crate::spool::pipeline::Deliver;
+use crate::transport::salt::DeliveryError;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl Deliver for TcpJson {
                 }
             }
             r.map_err(|e| {
-                DeliveryError::SinkDown(format!("sink '{}': {}: {e}", self.name, self.address))
+                super::unavailable(format!("sink '{}': {}: {e}", self.name, self.address))
             })
         })
     }
