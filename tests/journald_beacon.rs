@@ -267,3 +267,106 @@ fn catching_up_on_thousands_of_entries_is_exact() {
     let want: Vec<String> = (0..40).map(|i| format!("new {}", i * 100)).collect();
     assert_eq!(msgs, want);
 }
+
+/// Patch `len` little-endian bytes at `at` of a journal file (a crafted or corrupt file).
+fn patch(journal: &Path, at: usize, value: u64, len: usize) {
+    let mut b = std::fs::read(journal).expect("journal");
+    b[at..at + len].copy_from_slice(&value.to_le_bytes()[..len]);
+    std::fs::write(journal, b).expect("patched journal");
+}
+
+fn read_le64(journal: &Path, at: usize) -> u64 {
+    let b = std::fs::read(journal).expect("journal");
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[test]
+fn unknown_incompatible_header_flags_are_refused_clearly() {
+    let tmp = TempDir::new("jd6");
+    let journal = tmp.join("remote.journal");
+    write_entries(&journal, &[ssh("before", 6)]);
+    let cfg = config("jd6", tmp.path());
+    assert!(once(cfg.path()).events.is_empty());
+    write_entries(&journal, &[ssh("after", 6)]);
+    // incompatible_flags (le32 at 12): a bit no systemd this reader knows sets.
+    let flags = read_le64(&journal, 8) >> 32;
+    patch(&journal, 12, flags | 0x8000_0000, 4);
+    let out = once(cfg.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.events.is_empty(),
+        "read a file it cannot know: {:?}",
+        out.events
+    );
+    assert!(
+        out.stderr.contains("incompatible header flags 0x80000000"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+#[ignore = "exits (no hang) but the warning is not seen yet: the patched array may not be on the read path; to finish (issue 16)"]
+fn an_entry_array_cycle_ends_the_read_with_a_warning() {
+    let tmp = TempDir::new("jd7");
+    let journal = tmp.join("remote.journal");
+    write_entries(&journal, &[ssh("before", 6)]);
+    let cfg = config("jd7", tmp.path());
+    assert!(once(cfg.path()).events.is_empty());
+    write_entries(&journal, &[ssh("after", 6)]);
+    // The first entry array's next_entry_array_offset (at +16) points at itself.
+    let first = read_le64(&journal, 176) as usize;
+    assert!(first > 0);
+    patch(&journal, first + 16, first as u64, 8);
+    // Bounded: `run` fails the test if beacond does not exit within 60 s.
+    let out = once(cfg.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("entry-array chain goes back"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_catch_up_is_spread_over_evaluations() {
+    let tmp = TempDir::new("jd8");
+    let journal = tmp.join("remote.journal");
+    write_entries(&journal, &[ssh("old", 6)]);
+    let cfg = ConfigDir::new(
+        "jd8",
+        &format!(
+            "beacons:\n  journald:\n    - paths: [{}]\n    - entries_per_evaluation: 100\n    - services:\n        sshd:\n          SYSLOG_IDENTIFIER: sshd\n",
+            tmp.path().display()
+        ),
+    );
+    assert!(once(cfg.path()).events.is_empty());
+    let batch: Vec<_> = (0..350).map(|i| ssh(&format!("down {i}"), 6)).collect();
+    write_entries(&journal, &batch);
+    // One --once evaluation reads one budget's worth (entries already seen count too).
+    let out = once(cfg.path());
+    let first = out.events.len();
+    assert!(
+        (90..=100).contains(&first),
+        "{first} events\n{}",
+        out.stderr
+    );
+    // The agent goes on where that stopped, evaluation after evaluation, without new writes.
+    let agent = Agent::start(cfg.path(), &["-v"]);
+    let mut got = Vec::new();
+    while got.len() < 350 - first {
+        let e = agent.wait_for(Duration::from_secs(20), "the rest of the catch-up", |e| {
+            e["tag"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/journald/sshd"))
+        });
+        got.push(e["data"]["MESSAGE"].as_str().unwrap_or_default().to_owned());
+    }
+    let want: Vec<String> = (first..350).map(|i| format!("down {i}")).collect();
+    assert_eq!(got, want);
+    assert!(
+        agent.stderr().contains("entries_per_evaluation reached"),
+        "{}",
+        agent.stderr()
+    );
+}

@@ -319,6 +319,11 @@ fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
     let s = s
         .strip_suffix('Z')
         .ok_or_else(|| format!("unsupported time {s:?}"))?;
+    // Digits only: the fields below are cut by byte offset (a crafted multibyte or signed
+    // field must be an error, not a panic or a "+1" that parses).
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad time {s:?}"));
+    }
     let (year, rest) = match t.tag {
         0x17 if s.len() == 12 => {
             let yy: i64 = s[..2].parse().map_err(|_| "bad year")?;
@@ -333,6 +338,9 @@ fn parse_time(t: Tlv<'_>) -> Result<i64, String> {
             .map_err(|_| format!("bad time {s:?}"))
     };
     let (mo, d, h, mi, se) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err(format!("bad time {s:?}"));
+    }
     Ok(crate::calendar::days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
@@ -648,6 +656,24 @@ mod tests {
         assert_eq!(t, 2_147_483_647);
         assert_eq!(format_time(t).0, "20380119031407Z");
         assert_eq!(format_time(0).1, "1970-01-01 00:00:00Z");
+    }
+
+    #[test]
+    fn crafted_times_are_errors_not_panics() {
+        let t = |tag: u8, body: &str| {
+            parse_time(Tlv {
+                tag,
+                body: body.as_bytes(),
+            })
+        };
+        assert_eq!(t(0x17, "380119031407Z"), Ok(2_147_483_647));
+        // 12 (14) bytes but not 12 (14) characters: a byte offset would cut an 'é'.
+        assert!(t(0x17, "1ééééé0Z").is_err());
+        assert!(t(0x18, "200éééé111Z").is_err());
+        assert!(t(0x17, "3801190314éZ").is_err());
+        assert!(t(0x17, "+80119031407Z").is_err());
+        assert!(t(0x17, "381319031407Z").is_err());
+        assert!(t(0x17, "38011903140Z").is_err());
     }
 
     #[test]

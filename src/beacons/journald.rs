@@ -5,7 +5,9 @@
 //! every listed field equals the value; the event tag is `journald/<name>` and its data is the
 //! whole entry, as Salt's). beacond's: `paths` (journal directories or files; default
 //! `/var/log/journal` and `/run/log/journal`; `*.journal` files directly inside and one level
-//! below, i.e. the machine-id directory).
+//! below, i.e. the machine-id directory), `entries_per_evaluation` (default 10000: a catch-up
+//! after downtime reads at most this many entries per evaluation and continues in the next one,
+//! so a huge backlog cannot starve the runtime or trip `WatchdogSec`).
 //!
 //! Like Salt (which seeks to the tail on its first run) only entries written after the first
 //! start are reported; the position (the highest sequence number seen per journal sequence-number
@@ -18,7 +20,10 @@
 //! The reader implements what is needed of systemd's "Journal File Format": the header, the
 //! entry-array chain, ENTRY and DATA objects in regular and compact mode, and zstd/lz4 compressed
 //! DATA payloads (pure-Rust `ruzstd`/`lz4_flex`, no further dependencies). xz-compressed payloads
-//! (systemd < 246 defaults) are reported as null with a warning. Linking libsystemd instead would
+//! (systemd < 246 defaults) are reported as null with a warning. A file with incompatible header
+//! flags this reader does not know is refused with a warning (as journalctl does), and an
+//! entry-array chain that does not move forward in the file (corrupt or crafted) ends the read
+//! of that file with a warning instead of looping. Linking libsystemd instead would
 //! tie the static binary to a shared library (and its lz4/zstd/xz/gcrypt dependencies).
 //!
 //! Values: fields python-systemd converts to `int` (PRIORITY, _PID, ...) are numbers; others are
@@ -77,6 +82,10 @@ pub struct Journald {
     /// Per open file (dev, ino): where to continue in its entry-array chain.
     files: HashMap<(u64, u64), FilePos>,
     kick: bool,
+    /// Entries read per evaluation at most (`entries_per_evaluation`).
+    budget: u64,
+    /// Files refused (unknown format): warned about once.
+    refused: HashSet<PathBuf>,
     /// Watched directories by watch descriptor.
     wds: HashMap<i32, PathBuf>,
     /// Files inotify reported modified since the last evaluation; None: rescan everything
@@ -167,6 +176,10 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
             out
         }
     };
+    let budget = cfg.f64_opt("entries_per_evaluation", ENTRIES_PER_EVALUATION as f64)?;
+    if budget.is_nan() || budget < 1.0 {
+        return Err(cfg.error_here("entries_per_evaluation must be at least 1"));
+    }
     let key = format!(
         "{}\0{}",
         cfg.name,
@@ -184,6 +197,8 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         seen: BTreeMap::new(),
         files: HashMap::new(),
         kick: false,
+        budget: budget as u64,
+        refused: HashSet::new(),
         wds: HashMap::new(),
         dirty: None,
     }))
@@ -209,6 +224,11 @@ const OBJECT_DATA: u8 = 1;
 const OBJECT_ENTRY: u8 = 3;
 const OBJECT_ENTRY_ARRAY: u8 = 6;
 const INCOMPAT_COMPACT: u32 = 16;
+/// Incompatible header flags this reader knows: compressed XZ (1), LZ4 (2), keyed hash (4),
+/// compressed ZSTD (8), compact (16). Others change the format in ways it cannot read.
+const INCOMPAT_KNOWN: u32 = 0x1f;
+/// Default `entries_per_evaluation`.
+const ENTRIES_PER_EVALUATION: u64 = 10_000;
 const COMPRESSED_XZ: u8 = 1;
 const COMPRESSED_LZ4: u8 = 2;
 const COMPRESSED_ZSTD: u8 = 4;
@@ -253,6 +273,12 @@ impl Journal {
             return Err("not a journal file".into());
         }
         let incompat = le32(&h, 12) as u32;
+        if incompat & !INCOMPAT_KNOWN != 0 {
+            return Err(format!(
+                "unsupported journal format: incompatible header flags {:#x} unknown to beacond (written by a newer systemd?); not reading this file",
+                incompat & !INCOMPAT_KNOWN
+            ));
+        }
         Ok(Journal {
             path: path.to_path_buf(),
             compact: incompat & INCOMPAT_COMPACT != 0,
@@ -420,10 +446,12 @@ impl Journal {
     /// Entries from `pos` on with a sequence number above `seen`, one by one to `each`;
     /// advances `pos`. Whole arrays of already-seen entries are skipped by looking at their last
     /// entry only (the arrays double in size: a large file costs a few reads).
+    /// At most `*budget` entries are read (it is decremented); `pos` then says where to go on.
     fn read_from(
         &self,
         pos: &mut FilePos,
         seen: Option<u64>,
+        budget: &mut u64,
         each: &mut dyn FnMut(Entry),
     ) -> Result<(), String> {
         if pos.array == 0 {
@@ -455,11 +483,15 @@ impl Journal {
                 }
             }
             while pos.index < n {
+                if *budget == 0 {
+                    return Ok(());
+                }
                 let off = item(pos.index);
                 if off == 0 {
                     // Not written yet: continue here next time.
                     return Ok(());
                 }
+                *budget -= 1;
                 if let Some(e) = self.entry(off, seen)? {
                     each(e);
                 }
@@ -469,6 +501,14 @@ impl Journal {
             let next = le64(&buf, 16);
             if next == 0 {
                 return Ok(());
+            }
+            // journald appends arrays: each one lies after the previous. Anything else is a
+            // corrupt or crafted chain (a cycle would loop forever).
+            if next <= pos.array {
+                return Err(format!(
+                    "entry-array chain goes back from {} to {next} (corrupt file); stopped reading it",
+                    pos.array
+                ));
             }
             pos.array = next;
             pos.index = 0;
@@ -717,9 +757,21 @@ impl Beacon for Journald {
         // Sequence-number gaps: entries gone before they could be read.
         let mut firsts: BTreeMap<String, u64> = BTreeMap::new();
         let mut live = HashSet::new();
+        let mut budget = self.budget;
+        let mut unfinished = Vec::new();
         for f in &files {
+            if budget == 0 {
+                unfinished.push(f.clone());
+                continue;
+            }
             let j = match Journal::open(f) {
                 Ok(j) => j,
+                Err(e) if e.starts_with("unsupported") => {
+                    if self.refused.insert(f.clone()) {
+                        tracing::warn!("journald: {}: {e}", f.display());
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!("{}: {e}", f.display());
                     continue;
@@ -755,11 +807,24 @@ impl Beacon for Journald {
                     }
                 }
             };
-            if let Err(e) = j.read_from(&mut pos, seen, &mut each) {
+            if let Err(e) = j.read_from(&mut pos, seen, &mut budget, &mut each) {
                 // A file being written or corrupt: keep what was read, retry later.
                 tracing::warn!("{}: {e}", f.display());
+            } else if budget == 0 {
+                unfinished.push(f.clone());
             }
             self.files.insert(key, pos);
+        }
+        if !unfinished.is_empty() {
+            // Catching up: the rest in the next evaluation, right away.
+            tracing::debug!(
+                files = unfinished.len(),
+                "journald: entries_per_evaluation reached; continuing in the next evaluation"
+            );
+            if let Some(d) = self.dirty.as_mut() {
+                d.extend(unfinished);
+            }
+            self.kick = true;
         }
         if full {
             self.files.retain(|k, _| live.contains(k));

@@ -314,8 +314,13 @@ fn read_info(procfs: &Path, pid: i32) -> Info {
     };
     if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
         if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
-            info.comm = Some(stat[open + 1..close].to_owned());
-            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // `get`: a crafted stat (procfs is configurable) may have them the other way round.
+            info.comm = stat.get(open + 1..close).map(str::to_owned);
+            let f: Vec<&str> = stat
+                .get(close + 1..)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
             // After ")": state(0) ppid(1) pgrp(2) session(3) tty_nr(4) ... starttime(19)
             info.ppid = f.get(1).and_then(|s| s.parse().ok());
             info.tty = f.get(4).and_then(|s| s.parse().ok()).and_then(tty_name);
@@ -692,6 +697,19 @@ impl Beacon for Sh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crafted_stat_is_no_panic() {
+        let dir = std::env::temp_dir().join(format!("bd-sh-stat-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("7")).expect("dir");
+        for stat in ["7 )(", "7 ) x (", "7 (", "7 (é) S 1"] {
+            std::fs::write(dir.join("7/stat"), stat).expect("stat");
+            let _ = read_info(&dir, 7);
+        }
+        std::fs::write(dir.join("7/stat"), "7 (a)b) S 1").expect("stat");
+        assert_eq!(read_info(&dir, 7).comm.as_deref(), Some("a)b"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn tty_names() {

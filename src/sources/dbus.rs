@@ -119,15 +119,20 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Percent-decoding of D-Bus address values.
+/// Percent-decoding of D-Bus address values (on bytes: the address comes from the
+/// environment or the config and may hold anything).
 fn unescape(v: &str) -> String {
     let b = v.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
-                out.push(x);
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
@@ -637,5 +642,11 @@ mod tests {
     fn unescapes_addresses() {
         assert_eq!(unescape("/tmp/a%2cb"), "/tmp/a,b");
         assert_eq!(unescape("/run/x"), "/run/x");
+        // Crafted: multibyte after '%', a cut escape, bad hex: kept as they are, no panic.
+        assert_eq!(unescape("/tmp/%é1"), "/tmp/%é1");
+        assert_eq!(unescape("/tmp/%1é"), "/tmp/%1é");
+        assert_eq!(unescape("/tmp/%4"), "/tmp/%4");
+        assert_eq!(unescape("%zz%41"), "%zzA");
+        assert_eq!(unescape("%"), "%");
     }
 }

@@ -327,7 +327,7 @@ pub async fn run_linked<D: Deliver>(
                             next_try = Instant::now() + pause;
                         }
                     }
-                    Err(DeliveryError::Unavailable(e)) => {
+                    Err(e) => {
                         pace.on_outage();
                         failures += 1;
                         if failures == 1 {
