@@ -96,6 +96,8 @@ pub struct StateResults {
     rescan: bool,
     /// The highest jid reported (durable): jobs above it are reported after a restart.
     cursor: Option<String>,
+    /// The cursor as last written to the state file.
+    saved: Option<String>,
     loaded: bool,
     seen: VecDeque<String>,
     seen_set: HashSet<String>,
@@ -162,6 +164,7 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         pending: Vec::new(),
         rescan: false,
         cursor: None,
+        saved: None,
         loaded: false,
         seen: VecDeque::new(),
         seen_set: HashSet::new(),
@@ -494,11 +497,7 @@ impl StateResults {
             Err(_) => return,
         };
         jids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
-        let Some(cursor) = self.cursor.clone() else {
-            // First run: start from now, the history is not reported.
-            self.cursor = Some(jids.last().cloned().unwrap_or_default());
-            return;
-        };
+        let cursor = self.cursor.clone().unwrap_or_default();
         for jid in jids.into_iter().filter(|j| jid_newer(j, &cursor)) {
             if self.jobs_dir.join(&jid).join("return.p").exists() {
                 self.process(&jid, true, out);
@@ -508,11 +507,16 @@ impl StateResults {
         }
     }
 
-    fn save_cursor(&self, before: &Option<String>) -> Result<(), BeaconError> {
-        if &self.cursor == before {
-            return Ok(());
-        }
-        fswatch::save_state(&self.state_file, &json!({ "last_jid": self.cursor }))
+    /// The newest job directory now (the start of a first run: history is not reported).
+    fn newest_jid(&self) -> String {
+        std::fs::read_dir(&self.jobs_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .max_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -524,6 +528,14 @@ impl Beacon for StateResults {
         self.jobs_wd = None;
         self.parent_wd = None;
         self.watch_jobs_dir()?;
+        if !self.loaded {
+            // Before the first evaluation, so a job ending right after start is not taken
+            // for history.
+            self.loaded = true;
+            self.saved = fswatch::load_state(&self.state_file)
+                .and_then(|v| v["last_jid"].as_str().map(str::to_owned));
+            self.cursor = Some(self.saved.clone().unwrap_or_else(|| self.newest_jid()));
+        }
         self.rescan = true;
         tracing::info!(dir = %self.jobs_dir.display(), "state_results: watching salt-minion's job cache");
         Ok(())
@@ -552,12 +564,7 @@ impl Beacon for StateResults {
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if !self.loaded {
-            self.loaded = true;
-            self.cursor = fswatch::load_state(&self.state_file)
-                .and_then(|v| v["last_jid"].as_str().map(str::to_owned));
-        }
-        let before = self.cursor.clone();
+        let before = self.saved.clone();
         let mut out = Vec::new();
         let events = std::mem::take(&mut self.pending);
         for ev in &events {
@@ -587,7 +594,10 @@ impl Beacon for StateResults {
             self.rescan = false;
             self.rescan(&mut out);
         }
-        self.save_cursor(&before)?;
+        if self.cursor != before {
+            fswatch::save_state(&self.state_file, &json!({ "last_jid": self.cursor }))?;
+            self.saved = self.cursor.clone();
+        }
         Ok(out)
     }
 }
@@ -616,6 +626,7 @@ mod tests {
             pending: Vec::new(),
             rescan: false,
             cursor: None,
+            saved: None,
             loaded: true,
             seen: VecDeque::new(),
             seen_set: HashSet::new(),
