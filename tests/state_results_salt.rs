@@ -71,6 +71,10 @@ fn minion_config(dir: &Path, id: &str, master: &Master, file_roots: &Path) -> st
     conf
 }
 
+fn conf_cache(dir: &Path) -> std::path::PathBuf {
+    dir.join("cache")
+}
+
 fn wait_log(b: &Beacond, text: &str) {
     let deadline = Instant::now() + WAIT;
     while !b.log().contains(text) {
@@ -262,6 +266,7 @@ fn series_suite(series: &str) {
 
     // salt-call --local: nothing reaches the master but beacond's events.
     let bus = master.events(&format!("salt/beacon/{id}/state_results/"));
+    // Only this beacon's events come on this stream, in the order beacond sent them.
     let out = run_with_timeout(
         Command::new(venv.join("bin/salt-call"))
             .arg("-c")
@@ -288,6 +293,42 @@ fn series_suite(series: &str) {
         &printed["local"],
     );
     eprintln!("salt {series}: salt-call --local checked at {:?}", t0.elapsed());
+
+    // A job that ends while beacond is down is reported after its restart (durable cursor).
+    beacond.kill();
+    let out = run_with_timeout(
+        Command::new(venv.join("bin/salt-call"))
+            .arg("-c")
+            .arg(&conf)
+            .args(["--local", "--out=json", "state.apply", "beacond_test"]),
+        WAIT,
+    )
+    .unwrap_or_else(|e| panic!("salt-call: {e}"));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("salt-call json");
+    beacond.start();
+    let seen = read_bus(&bus, &beacond, "4 events after the restart", |got| got.len() >= 8);
+    let events = beacon_events(&seen[4..], &id, None);
+    check(
+        series,
+        &events,
+        &id,
+        &serde_json::json!(["beacond_test"]),
+        &printed["local"],
+    );
+
+    // A malformed return file: Salt's error event (no sub tag), and the beacon goes on.
+    let bad = conf_cache(dir.path()).join("minion_jobs/20200101000000000001");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::write(bad.join("return.p"), b"\xc1 not msgpack").expect("write");
+    let seen = read_bus(&bus, &beacond, "the error event", |got| got.len() >= 9);
+    let err = &seen[8];
+    assert_eq!(err["tag"], format!("salt/beacon/{id}/state_results/"));
+    let msg = err["data"]["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("20200101000000000001/return.p: not a Salt job return"),
+        "{err}"
+    );
+    eprintln!("salt {series}: restart and malformed file checked at {:?}", t0.elapsed());
     drop(minion);
 }
 
@@ -299,4 +340,44 @@ fn state_results_from_the_master_and_salt_call_3006() {
 #[test]
 fn state_results_from_the_master_and_salt_call_3007() {
     series_suite("3007");
+}
+
+/// `--check` names the salt-minion setting the beacon needs, and rejects unknown options at
+/// their line and column. (No Salt needed.)
+#[test]
+fn check_warns_without_cache_jobs_and_rejects_unknown_options() {
+    use common::beacond::{run, ConfigDir};
+    let without = ConfigDir::new("sr-check", "beacons:\n  state_results: []\n");
+    let out = run(without.path(), &["--check"]);
+    assert_eq!(out.code, 0, "a warning, not an error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: beacon 'state_results' needs salt-minion's `cache_jobs: True`"),
+        "{}",
+        out.stderr
+    );
+    let with = ConfigDir::new(
+        "sr-check2",
+        "cache_jobs: True\nbeacons:\n  state_results:\n    - only_failed: True\n    - fun: [state.sls]\n    - exclude: ['noisy_*']\n",
+    );
+    let out = run(with.path(), &["--check"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("cache_jobs"), "{}", out.stderr);
+    let bad = ConfigDir::new(
+        "sr-check3",
+        "cache_jobs: True\nbeacons:\n  state_results:\n    - only_failed: True\n    - onlyfailed: True\n",
+    );
+    let out = run(bad.path(), &["--check"]);
+    assert_ne!(out.code, 0);
+    let want = format!(
+        "{}:7:19: beacon 'state_results': unknown option 'onlyfailed'",
+        bad.path().join("minion").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want}\n got {}", out.stderr);
+    let bad = ConfigDir::new(
+        "sr-check4",
+        "beacons:\n  state_results:\n    - fun: 3\n",
+    );
+    let out = run(bad.path(), &["--check"]);
+    assert!(out.stderr.contains(":5:") && out.stderr.contains("fun must be a list of globs"), "{}", out.stderr);
 }

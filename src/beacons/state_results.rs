@@ -378,6 +378,13 @@ impl StateResults {
     }
 
     fn mark_seen(&mut self, jid: &str) {
+        self.remember(jid);
+        if self.cursor.as_deref().is_none_or(|c| jid_newer(jid, c)) {
+            self.cursor = Some(jid.to_owned());
+        }
+    }
+
+    fn remember(&mut self, jid: &str) {
         if self.seen_set.insert(jid.to_owned()) {
             self.seen.push_back(jid.to_owned());
             while self.seen.len() > SEEN_MAX {
@@ -385,9 +392,6 @@ impl StateResults {
                     self.seen_set.remove(&old);
                 }
             }
-        }
-        if self.cursor.as_deref().is_none_or(|c| jid_newer(jid, c)) {
-            self.cursor = Some(jid.to_owned());
         }
     }
 
@@ -399,7 +403,13 @@ impl StateResults {
             return;
         }
         let path = self.jobs_dir.join(jid).join("return.p");
-        let parsed = std::fs::read(&path)
+        let bytes = match std::fs::read(&path) {
+            // Salt 3006 closes an empty return.p once before writing it (seen on the
+            // minion): an empty file is "not yet written", its next close brings it back.
+            Ok(b) if b.is_empty() => return,
+            other => other,
+        };
+        let parsed = bytes
             .map_err(|source| ReturnFileError::Read {
                 path: path.clone(),
                 source,
@@ -424,10 +434,19 @@ impl StateResults {
                 d.insert("error".into(), Value::from(e.to_string()));
                 d.insert("jid".into(), Value::from(jid));
                 out.push(d);
+                // Reported once, but the cursor only follows real jobs: a stray directory
+                // named like a future jid must not hide the jobs after it from a restart.
+                self.remember(jid);
+                self.drop_job_watch(jid);
+                return;
             }
             Err(_) => return,
         }
         self.mark_seen(jid);
+        self.drop_job_watch(jid);
+    }
+
+    fn drop_job_watch(&mut self, jid: &str) {
         let done: Vec<i32> = self
             .job_wds
             .iter()
