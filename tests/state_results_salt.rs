@@ -145,7 +145,15 @@ fn check(series: &str, events: &[Value], id: &str, fun_args: &Value, salt_return
         assert_eq!(d["__run_num__"], run, "{d}");
         let state_name = d["state_name"].as_str().expect("state_name");
         let want = &results[state_name];
-        for k in ["result", "comment", "changes", "duration", "start_time", "name", "__run_num__"] {
+        for k in [
+            "result",
+            "comment",
+            "changes",
+            "duration",
+            "start_time",
+            "name",
+            "__run_num__",
+        ] {
             assert_eq!(&d[k], &want[k], "salt {series}: {k} of {state_name}");
         }
         assert_eq!(d["state_id"], want["__id__"]);
@@ -181,12 +189,21 @@ fn check(series: &str, events: &[Value], id: &str, fun_args: &Value, salt_return
         "test_|-beacond_changed_|-beacond changed state_|-succeed_with_changes"
     );
     let s = &summary[0]["data"];
-    assert_eq!(summary[0]["tag"], format!("salt/beacon/{id}/state_results/summary"));
-    assert_eq!(s["counts"], serde_json::json!({"True": 2, "False": 1, "None": 0}));
+    assert_eq!(
+        summary[0]["tag"],
+        format!("salt/beacon/{id}/state_results/summary")
+    );
+    assert_eq!(
+        s["counts"],
+        serde_json::json!({"True": 2, "False": 1, "None": 0})
+    );
     assert_eq!(s["total"], 3);
     assert_eq!(s["changed"], 1);
     assert_eq!(&s["jid"], jid.expect("jid"));
-    let sum: f64 = results.values().filter_map(|r| r["duration"].as_f64()).sum();
+    let sum: f64 = results
+        .values()
+        .filter_map(|r| r["duration"].as_f64())
+        .sum();
     let got = s["duration"].as_f64().expect("duration");
     assert!((got - sum).abs() < 0.01, "duration {got} vs {sum}");
 }
@@ -245,11 +262,16 @@ fn series_suite(series: &str) {
             .is_some_and(|t| t.starts_with("salt/job/") && t.ends_with(&format!("/ret/{id}")))
             && e["data"]["fun"] == "state.apply"
     };
-    let seen = read_bus(&bus, &beacond, "ret event and 4 state_results events", |got| {
-        got.iter().find(|e| ret_tag(e)).is_some_and(|ret| {
-            beacon_events(got, &id, ret["data"]["jid"].as_str()).len() >= 4
-        })
-    });
+    let seen = read_bus(
+        &bus,
+        &beacond,
+        "ret event and 4 state_results events",
+        |got| {
+            got.iter()
+                .find(|e| ret_tag(e))
+                .is_some_and(|ret| beacon_events(got, &id, ret["data"]["jid"].as_str()).len() >= 4)
+        },
+    );
     let Some(ret) = seen.iter().find(|e| ret_tag(e)) else {
         panic!("no ret event; salt printed {out:?}");
     };
@@ -282,7 +304,9 @@ fn series_suite(series: &str) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    let seen = read_bus(&bus, &beacond, "4 state_results events", |got| got.len() >= 4);
+    let seen = read_bus(&bus, &beacond, "4 state_results events", |got| {
+        got.len() >= 4
+    });
     let events = beacon_events(&seen, &id, None);
     assert_ne!(events[0]["data"]["jid"], jid.as_str(), "a new job");
     check(
@@ -292,7 +316,10 @@ fn series_suite(series: &str) {
         &serde_json::json!(["beacond_test"]),
         &printed["local"],
     );
-    eprintln!("salt {series}: salt-call --local checked at {:?}", t0.elapsed());
+    eprintln!(
+        "salt {series}: salt-call --local checked at {:?}",
+        t0.elapsed()
+    );
 
     // A job that ends while beacond is down is reported after its restart (durable cursor).
     beacond.kill();
@@ -306,7 +333,9 @@ fn series_suite(series: &str) {
     .unwrap_or_else(|e| panic!("salt-call: {e}"));
     let printed: Value = serde_json::from_slice(&out.stdout).expect("salt-call json");
     beacond.start();
-    let seen = read_bus(&bus, &beacond, "4 events after the restart", |got| got.len() >= 8);
+    let seen = read_bus(&bus, &beacond, "4 events after the restart", |got| {
+        got.len() >= 8
+    });
     let events = beacon_events(&seen[4..], &id, None);
     check(
         series,
@@ -328,7 +357,10 @@ fn series_suite(series: &str) {
         msg.contains("20200101000000000001/return.p: not a Salt job return"),
         "{err}"
     );
-    eprintln!("salt {series}: restart and malformed file checked at {:?}", t0.elapsed());
+    eprintln!(
+        "salt {series}: restart and malformed file checked at {:?}",
+        t0.elapsed()
+    );
     drop(minion);
 }
 
@@ -373,11 +405,16 @@ fn check_warns_without_cache_jobs_and_rejects_unknown_options() {
         "{}:7:19: beacon 'state_results': unknown option 'onlyfailed'",
         bad.path().join("minion").display()
     );
-    assert!(out.stderr.contains(&want), "want {want}\n got {}", out.stderr);
-    let bad = ConfigDir::new(
-        "sr-check4",
-        "beacons:\n  state_results:\n    - fun: 3\n",
+    assert!(
+        out.stderr.contains(&want),
+        "want {want}\n got {}",
+        out.stderr
     );
+    let bad = ConfigDir::new("sr-check4", "beacons:\n  state_results:\n    - fun: 3\n");
     let out = run(bad.path(), &["--check"]);
-    assert!(out.stderr.contains(":5:") && out.stderr.contains("fun must be a list of globs"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(":5:") && out.stderr.contains("fun must be a list of globs"),
+        "{}",
+        out.stderr
+    );
 }

@@ -321,8 +321,7 @@ impl StateResults {
                         Value::Bool(false) => failed += 1,
                         _ => none += 1,
                     }
-                    if r
-                        .get("changes")
+                    if r.get("changes")
                         .is_some_and(|c| c.as_object().is_some_and(|m| !m.is_empty()))
                     {
                         changed += 1;
@@ -370,7 +369,10 @@ impl StateResults {
             json!({"True": ok, "False": failed, "None": none}),
         );
         summary.insert("changed".into(), json!(changed));
-        summary.insert("duration".into(), json!((duration * 1000.0).round() / 1000.0));
+        summary.insert(
+            "duration".into(),
+            json!((duration * 1000.0).round() / 1000.0),
+        );
         for k in ["success", "retcode"] {
             summary.insert(k.into(), ret.get(k).cloned().unwrap_or(Value::Null));
         }
@@ -591,7 +593,11 @@ impl Beacon for StateResults {
                 self.rescan = true;
                 continue;
             }
-            let name = ev.name.as_ref().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = ev
+                .name
+                .as_ref()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if Some(ev.wd) == self.parent_wd {
                 if self.jobs_dir.file_name().is_some_and(|n| n == name) {
                     self.watch_jobs_dir()?;
@@ -682,7 +688,14 @@ mod tests {
             (
                 s("return"),
                 M::Map(vec![
-                    state("b", "two", "fail_without_changes", M::Boolean(false), 1, M::Map(vec![])),
+                    state(
+                        "b",
+                        "two",
+                        "fail_without_changes",
+                        M::Boolean(false),
+                        1,
+                        M::Map(vec![]),
+                    ),
                     state(
                         "a",
                         "one",
@@ -767,7 +780,12 @@ mod tests {
     #[test]
     fn a_malformed_return_file_is_a_clear_error() {
         let p = Path::new("/c/minion_jobs/1/return.p");
-        for bad in [&b"\xc1garbage"[..], b"", &return_p()[..10], b"\x93\x01\x02\x03"] {
+        for bad in [
+            &b"\xc1garbage"[..],
+            b"",
+            &return_p()[..10],
+            b"\x93\x01\x02\x03",
+        ] {
             let e = decode_return(p, bad).expect_err("must fail");
             let msg = e.to_string();
             assert!(
@@ -789,15 +807,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut b = beacon("");
         b.jobs_dir = dir.join("minion_jobs");
-        for (jid, body) in [("20250101000000000001", b"\xc1".to_vec()), ("20250101000000000002", return_p())] {
+        for (jid, body) in [
+            ("20250101000000000001", b"\xc1".to_vec()),
+            ("20250101000000000002", return_p()),
+        ] {
             std::fs::create_dir_all(b.jobs_dir.join(jid)).expect("mkdir");
             std::fs::write(b.jobs_dir.join(jid).join("return.p"), body).expect("write");
         }
         let mut out = Vec::new();
         b.process("20250101000000000001", true, &mut out);
         assert_eq!(out.len(), 1);
-        assert!(out[0]["error"].as_str().is_some_and(|e| e.contains("not a Salt job return")));
-        assert!(out[0].get("tag").is_none(), "Salt's error event has no sub-tag");
+        assert!(out[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a Salt job return")));
+        assert!(
+            out[0].get("tag").is_none(),
+            "Salt's error event has no sub-tag"
+        );
         out.clear();
         b.process("20250101000000000002", true, &mut out);
         assert_eq!(out.len(), 4);
