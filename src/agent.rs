@@ -54,6 +54,16 @@ pub fn main(cli: Cli) -> ExitCode {
         for e in &errors {
             eprintln!("{e}");
         }
+        // Warnings: the config is valid, but something it relies on is missing.
+        let wants_results = loaded
+            .beacons
+            .iter()
+            .any(|b| b.module == "state_results" && b.enabled);
+        if wants_results {
+            if let Some(w) = crate::beacons::state_results::minion_warning(&ctx.minion) {
+                eprintln!("warning: {w}");
+            }
+        }
         // The spool / flood-control / status options of the normal mode.
         let spool_problem = crate::spool::Options::from_minion(&ctx.minion).err();
         if let Some(e) = &spool_problem {

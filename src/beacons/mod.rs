@@ -25,6 +25,7 @@ pub mod ps;
 pub mod selinux;
 pub mod service;
 pub mod sh;
+pub mod state_results;
 pub mod status;
 pub mod swapusage;
 pub mod users;
@@ -128,6 +129,7 @@ pub const KINDS: &[(&str, Builder)] = &[
     ("selinux", selinux::build),
     ("service", service::build),
     ("sh", sh::build),
+    ("state_results", state_results::build),
     ("status", status::build),
     ("swapusage", swapusage::build),
     ("users", users::build),
