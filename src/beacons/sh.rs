@@ -99,6 +99,7 @@ pub struct Sh {
     argv_max_args: usize,
     exits: bool,
     cgroupfs: Option<PathBuf>,
+    btf: PathBuf,
     cgroups: HashMap<u64, String>,
     /// Running totals of records the kernel could not deliver (eBPF).
     lost_exec: u64,
@@ -205,6 +206,7 @@ const KNOWN: &[&str] = &[
     "argv_max_args",
     "exits",
     "cgroupfs",
+    "btf",
 ];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
@@ -317,6 +319,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         argv_max_args: argv_args as usize,
         exits,
         cgroupfs,
+        btf: PathBuf::from(cfg.str_opt("btf", ebpf::DEFAULT_BTF)?),
         cgroups: HashMap::new(),
         lost_exec: 0,
         lost_exit: 0,
@@ -852,7 +855,7 @@ impl Sh {
 
     fn open_ebpf(&self) -> Result<ebpf::Reader<Seen>, ebpf::EbpfError> {
         let procfs = self.procfs.clone();
-        ebpf::Reader::spawn(self.ebpf, 16_384, move |r: &ebpf::Record| {
+        ebpf::Reader::spawn(self.ebpf, &self.btf, 16_384, move |r: &ebpf::Record| {
             if r.exit {
                 return Seen::default();
             }

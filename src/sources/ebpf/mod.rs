@@ -28,7 +28,7 @@ const HEADER: usize = 680;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("kernel BTF unavailable ({0}); the eBPF source needs /sys/kernel/btf/vmlinux")]
+    #[error("kernel BTF unavailable ({0}); the eBPF source needs the kernel's BTF")]
     Btf(String),
     #[error("loading the BPF object failed (needs CAP_BPF and CAP_PERFMON, or root): {0}")]
     Load(String),
@@ -46,6 +46,9 @@ pub struct Options {
     /// argv bytes copied per exec (at most [`ARGV_CAP`]).
     pub argv_max_bytes: u32,
 }
+
+/// The kernel's BTF, by default `/sys/kernel/btf/vmlinux`.
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// One exec or exit, as the kernel reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -176,9 +179,11 @@ pub struct Reader<T> {
 }
 
 fn load(
-    opts: Options,
+    opts: &Options,
+    btf_path: &std::path::Path,
 ) -> Result<(aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, u64>), EbpfError> {
-    let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let btf = Btf::parse_file(btf_path, aya::Endianness::default())
+        .map_err(|e| EbpfError::Btf(format!("{}: {e}", btf_path.display())))?;
     let ring = opts
         .ring_bytes
         .max(4096)
@@ -219,11 +224,16 @@ fn load(
 impl<T: Send + 'static> Reader<T> {
     /// Load and attach the programs, then drain the ring buffer on a dedicated thread; for
     /// each record `inspect` runs at once (it may read /proc while the process still lives).
-    pub fn spawn<F>(opts: Options, capacity: usize, inspect: F) -> Result<Self, EbpfError>
+    pub fn spawn<F>(
+        opts: Options,
+        btf: &std::path::Path,
+        capacity: usize,
+        inspect: F,
+    ) -> Result<Self, EbpfError>
     where
         F: Fn(&Record) -> T + Send + 'static,
     {
-        let (ebpf, ring, dropped) = load(opts)?;
+        let (ebpf, ring, dropped) = load(&opts, btf)?;
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
