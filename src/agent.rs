@@ -26,7 +26,8 @@ pub fn main(cli: Cli) -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     if explicit && !dir.is_dir() {
-        eprintln!("beacond: config directory {} does not exist", dir.display());
+        let why = if dir.exists() { "is not a directory" } else { "does not exist" };
+        eprintln!("beacond: config directory {} {why}", dir.display());
         return ExitCode::from(EXIT_INVALID);
     }
     // The built-in default set only stands in when no config was asked for and none exists.
@@ -54,17 +55,23 @@ pub fn main(cli: Cli) -> ExitCode {
         if let Some(e) = &spool_problem {
             eprintln!("{e}");
         }
-        if errors.is_empty() && spool_problem.is_none() {
+        // Sinks whose settings parsed: what needs the file system (CA files) is checked here.
+        let sink_problems = crate::transport::sinks::check(&ctx.minion, &loaded.sinks);
+        for e in &sink_problems {
+            eprintln!("{e}");
+        }
+        if errors.is_empty() && spool_problem.is_none() && sink_problems.is_empty() {
             let n = loaded.beacons.len();
             println!(
-                "configuration OK: {n} beacon(s), minion id '{}'",
+                "configuration OK: {n} beacon(s), {} sink(s), minion id '{}'",
+                loaded.sinks.len(),
                 ctx.minion.id
             );
             return ExitCode::SUCCESS;
         }
         eprintln!(
             "{} problem(s) found",
-            errors.len() + usize::from(spool_problem.is_some())
+            errors.len() + usize::from(spool_problem.is_some()) + sink_problems.len()
         );
         return ExitCode::from(EXIT_INVALID);
     }
@@ -118,7 +125,7 @@ pub fn main(cli: Cli) -> ExitCode {
             let _ = sink.await;
             return ExitCode::SUCCESS;
         }
-        send_to_master(&source, planned, ctx, tx, rx).await
+        send_to_master(&source, planned, ctx, &loaded.sinks, tx, rx).await
     })
 }
 
@@ -233,11 +240,13 @@ async fn send_to_master(
     source: &Source,
     planned: Vec<scheduler::Planned>,
     ctx: Arc<BuildContext>,
+    sink_configs: &[crate::config::sinks::SinkConfig],
     tx: mpsc::Sender<crate::event::Event>,
     rx: mpsc::Receiver<crate::event::Event>,
 ) -> ExitCode {
     use crate::spool::{pipeline, stats::Stats, store::Spool, Options};
     use crate::transport::salt::Masters;
+    use crate::transport::sinks;
     // Options, keys and master settings are checked before any beacon starts: a minion that
     // cannot talk to its master or keep its events must say so at once, not run blind.
     let opts = match Options::from_minion(&ctx.minion) {
@@ -264,18 +273,50 @@ async fn send_to_master(
     };
     let stats = Arc::new(Stats::default());
     let flush = opts.flush_timeout;
+    // With sinks, a fan-out hands each event to the master's pipeline and to every sink's
+    // (each with its own spool); without, the beacons feed the master's pipeline directly.
+    let (master_rx, running) = if sink_configs.is_empty() {
+        (rx, Vec::new())
+    } else {
+        let (mtx, mrx) = mpsc::channel(EVENT_QUEUE);
+        let running = match sinks::start(&ctx.minion, &opts, sink_configs, &mtx) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("beacond: cannot start the sinks: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let feeds = running.iter().map(sinks::Running::feed).collect();
+        tokio::spawn(sinks::fan_out(rx, mtx, feeds));
+        (mrx, running)
+    };
     let sender = tokio::spawn(pipeline::run(
         ctx.minion.id.clone(),
         opts,
         spool,
         masters,
-        rx,
+        master_rx,
         stats.clone(),
     ));
     let healthy = || !sender.is_finished();
     run_beacons(source, planned, ctx, tx, &healthy).await;
-    // The beacons are stopped and the queue closes: the pipeline flushes for up to
-    // `beacond_flush_timeout`, then leaves the rest in the spool.
+    // The beacons are stopped and the queues close: each sink flushes for up to
+    // `beacond_flush_timeout` and leaves the rest in its spool.
+    // Their queues close only once every sender is gone: the fan-out's and these.
+    let tasks: Vec<_> = running.into_iter().map(sinks::Running::into_task).collect();
+    for (name, task) in tasks {
+        match tokio::time::timeout(flush + Duration::from_secs(2), task).await {
+            Ok(Ok(left)) if !left.is_empty() => tracing::warn!(
+                sink = %name,
+                undelivered = left.pending(),
+                "sink stopped with undelivered events; they stay in its spool for the next start"
+            ),
+            Ok(_) => tracing::info!(sink = %name, "every event delivered to the sink"),
+            Err(_) => tracing::warn!(sink = %name, "sink stopped before every event was delivered"),
+        }
+    }
+    // Then the master's pipeline (its queue closes once the sinks let go of it), for up to
+    // `beacond_flush_timeout` as well.
     match tokio::time::timeout(flush + Duration::from_secs(2), sender).await {
         Ok(Ok(left)) if !left.is_empty() => tracing::warn!(
             undelivered = left.pending(),

@@ -54,6 +54,43 @@ fn interval_of(cfg: &BeaconConfig) -> Duration {
         .unwrap_or(DEFAULT_INTERVAL)
 }
 
+/// The first tick of an `interval` beacon: the next multiple of `interval` since the
+/// process-wide epoch. Beacons with the same (or a multiple) interval then fall due at the
+/// same instant and share one wake-up of the timer instead of one each (three 1-second
+/// beacons: 1 wake-up/s instead of 3).
+fn aligned_start(interval: Duration) -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let now = tokio::time::Instant::now();
+    let step = interval.as_nanos().max(1);
+    let k = now.saturating_duration_since(epoch).as_nanos() / step + 1;
+    let offset = u64::try_from(k.saturating_mul(step)).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
+}
+
+/// An interval whose first tick is at once (a beacon evaluates when it starts) and whose
+/// later ticks are aligned by [`aligned_start`].
+struct Ticker {
+    inner: tokio::time::Interval,
+    first: bool,
+}
+
+impl Ticker {
+    fn new(period: Duration) -> Self {
+        let mut inner = tokio::time::interval_at(aligned_start(period), period);
+        // Skip (not Delay): a late tick keeps the shared grid.
+        inner.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Ticker { inner, first: true }
+    }
+
+    async fn tick(&mut self) {
+        if std::mem::take(&mut self.first) {
+            return;
+        }
+        self.inner.tick().await;
+    }
+}
+
 fn state_job(cfg: &BeaconConfig, ctx: &BuildContext) -> Option<StateJob> {
     if cfg.disable_during_state_run {
         running_state_job(&ctx.minion.cachedir)
@@ -312,8 +349,7 @@ async fn run_beacon(
     tx: mpsc::Sender<Event>,
 ) {
     let interval = interval_of(&cfg);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(interval);
     let mut errors = ErrorReporter { last: None };
     let send = |events: Vec<Event>| {
         let tx = tx.clone();
@@ -431,6 +467,20 @@ mod tests {
         fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
             Err(BeaconError::Message("no such file".into()))
         }
+    }
+
+    #[test]
+    fn intervals_share_one_grid() {
+        // Called at different moments, beacons of one interval fall due together, and a
+        // longer interval lands on the shorter one's ticks.
+        let a = aligned_start(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(5));
+        let b = aligned_start(Duration::from_secs(3600));
+        assert_eq!(a, b);
+        let one = aligned_start(Duration::from_secs(1));
+        let two = aligned_start(Duration::from_secs(2));
+        let gap = if two > one { two - one } else { one - two };
+        assert_eq!(gap.as_nanos() % 1_000_000_000, 0);
     }
 
     fn config(name: &str) -> BeaconConfig {

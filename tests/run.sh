@@ -27,7 +27,7 @@ trap report_stages EXIT
 # rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer).
 need_pkgs=()
 for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm:rpm \
-            systemd-analyze:systemd script:bsdutils g++:g++ make:make \
+            systemd-analyze:systemd script:bsdutils g++:g++ make:make rsyslogd:rsyslog \
             clang:clang llvm-strip:llvm bpftool:bpftool; do
   cmd=${spec%%:*}; pkg=${spec#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")

@@ -2,7 +2,7 @@
 //!
 //! Options: `percent` (e.g. `13%`), and `procfs` (default `/proc`; beacond's, for fixtures).
 
-use super::memusage::{field, meminfo};
+use super::memusage::MemInfo;
 use super::{usage_percent, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
 use serde_json::Value;
@@ -10,22 +10,22 @@ use std::path::PathBuf;
 
 pub struct SwapUsage {
     threshold: f64,
-    meminfo: PathBuf,
+    meminfo: MemInfo,
 }
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("percent", "a percentage such as 13%")?;
     Ok(Box::new(SwapUsage {
         threshold: cfg.percent("percent", node)?,
-        meminfo: PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("meminfo"),
+        meminfo: MemInfo::new(PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("meminfo")),
     }))
 }
 
 impl Beacon for SwapUsage {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let info = meminfo(&self.meminfo)?;
-        let total = field(&info, "SwapTotal").unwrap_or(0.0);
-        let free = field(&info, "SwapFree").unwrap_or(0.0);
+        let info = self.meminfo.read()?;
+        let total = info.field("SwapTotal").unwrap_or(0.0);
+        let free = info.field("SwapFree").unwrap_or(0.0);
         let percent = usage_percent(total - free, total);
         let mut out = Vec::new();
         if percent >= self.threshold {

@@ -1,2 +1,3 @@
 //! Where events go: a real salt-master.
 pub mod salt;
+pub mod sinks;

@@ -193,6 +193,14 @@ impl MasterLink {
                     });
                 }
                 Err(e) => match std::str::from_utf8(raw) {
+                    // Not "bad load": the master's handler failed on this load (see
+                    // `DeliveryError`); re-authenticating cannot change that.
+                    Ok(text) if !text.starts_with("bad load") => {
+                        return Err(TransportError::NotAcknowledged {
+                            master: self.name.clone(),
+                            reply: format!("{:?}", text.chars().take(200).collect::<String>()),
+                        })
+                    }
                     Ok(text) if text.len() < 200 => format!("{text:?}"),
                     _ => e.to_string(),
                 },
@@ -204,13 +212,27 @@ impl MasterLink {
                     "master no longer accepts our session key; re-authenticating"
                 );
                 self.creds = None;
+                if !settings.random_reauth_delay.is_zero() {
+                    // A restarted master: all its minions learn this at about the same
+                    // moment. Signing in again after a random wait spreads its RSA work.
+                    self.sock = None;
+                    let wait = settings.random_reauth_delay.mul_f64(super::unit_random());
+                    info!(
+                        master = %self.name,
+                        wait_ms = wait.as_millis() as u64,
+                        "signing in again after {:.1}s (random_reauth_delay)",
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
                 self.authenticate(ident, settings).await?;
                 continue;
             }
-            return Err(TransportError::NotAcknowledged {
-                master: self.name.clone(),
-                reply: complaint,
-            });
+            // Still "bad load" with a fresh session: the envelope, not this batch (a clock
+            // beyond the master's request_server_ttl, a token it does not take).
+            return Err(self.proto(format!(
+                "the master answers {complaint} even after re-authentication"
+            )));
         }
         Err(self.proto("no acknowledgement after re-authentication".into()))
     }
@@ -375,7 +397,12 @@ impl MasterLink {
                 } else {
                     (self.down_wait * 2).min(settings.recon_max)
                 };
-                (LinkState::Down, self.down_wait)
+                let wait = if settings.recon_randomize {
+                    self.down_wait.mul_f64(0.5 + super::unit_random())
+                } else {
+                    self.down_wait
+                };
+                (LinkState::Down, wait)
             }
         };
         if state != LinkState::Pending {

@@ -9,16 +9,14 @@
 //! - [`auth`]: the minion key pair and `_auth`.
 //! - [`channel`]: one master link (connect, authenticate, send, re-authenticate, back off).
 //! - [`Masters`]: the public API: every configured master, `master_type: failover` or
-//!   multi-master, [`Masters::deliver`] and the sender task [`forward`].
+//!   multi-master, [`Masters::deliver`]; [`DeliveryError`] says whether a failed batch
+//!   was refused by a master (retrying the same batch cannot help) or no master took it.
 
 pub mod auth;
 pub mod channel;
 pub mod crypto;
-pub mod forward;
 pub mod wire;
 pub mod zmtp;
-
-pub use forward::{forward, forward_with, Backlog, MemQueue};
 
 use crate::config::minion::MinionOpts;
 use crate::event::Event;
@@ -74,6 +72,57 @@ pub enum TransportError {
     AllMasters(Vec<TransportError>),
 }
 
+/// Why a batch was not delivered, as the spool needs to know it.
+///
+/// What Salt's request server (`salt/channel/server.py`, `ReqServerChannel.handle_message`,
+/// and `master.py` `AESFuncs._minion_event`) answers a `_minion_event` with:
+/// - an encrypted `None`: the events were fired on the master's bus (the acknowledgement);
+/// - an encrypted other value (`{}` when `__verify_load` rejects the load): the master read
+///   this load and declined it;
+/// - a plain "Some exception handling minion payload" / "payload and load must be a dict" /
+///   "Server-side exception...": the master's handler failed on this load;
+/// - a plain "bad load": it could not decrypt or verify the envelope (session key rotated,
+///   token, ttl) — about our session, not the batch, so not a refusal;
+/// - nothing within `request_channel_timeout`, a closed connection, an auth problem: the
+///   master is away or not usable; whether it processed the batch is unknown.
+///
+/// The first two cases are [`DeliveryError::Refused`], the rest [`DeliveryError::Unavailable`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// Every master that answered processed the batch and refused it.
+    #[error("refused by the master: {reason}")]
+    Refused { reason: String },
+    /// No master took the batch (down, timed out, not authenticated yet, ...).
+    #[error(transparent)]
+    Unavailable(TransportError),
+}
+
+impl From<TransportError> for DeliveryError {
+    fn from(e: TransportError) -> Self {
+        if e.is_refusal() {
+            DeliveryError::Refused {
+                reason: e.to_string(),
+            }
+        } else {
+            DeliveryError::Unavailable(e)
+        }
+    }
+}
+
+impl TransportError {
+    /// A master processed the request and answered something else than the
+    /// acknowledgement (with several masters: every one of them did).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            TransportError::NotAcknowledged { .. } => true,
+            TransportError::AllMasters(all) => {
+                !all.is_empty() && all.iter().all(TransportError::is_refusal)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `master_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasterType {
@@ -98,6 +147,15 @@ pub struct Settings {
     /// `recon_default` (1000 ms) / `recon_max` (10000 ms): backoff for a master that is down.
     pub recon_default: Duration,
     pub recon_max: Duration,
+    /// `recon_randomize` (true): every reconnect wait is drawn from [w/2, 3w/2] around the
+    /// doubling backoff `w`, so agents that lost the master together do not come back
+    /// together (salt-minion draws its ZeroMQ reconnect interval at random likewise).
+    pub recon_randomize: bool,
+    /// `random_reauth_delay` (10 s, Salt's default): when a master no longer knows our
+    /// session (it restarted), sign in again after a uniform random wait in
+    /// [0, random_reauth_delay] instead of at once, so a restarted master sees its minions'
+    /// `_auth` requests spread over that window. 0 signs in again at once.
+    pub random_reauth_delay: Duration,
     /// `master_alive_interval` (0 = off) with `master_failback`: how often a failed-over
     /// minion looks whether the first master is back.
     pub master_alive_interval: Duration,
@@ -195,6 +253,8 @@ impl Settings {
             acceptance_wait_max,
             recon_default,
             recon_max,
+            recon_randomize: flag(opts, "recon_randomize", true),
+            random_reauth_delay: secs(opts, "random_reauth_delay", 10.0),
             master_alive_interval: secs(opts, "master_alive_interval", 0.0),
             master_failback: flag(opts, "master_failback", false),
             random_master: flag(opts, "random_master", false),
@@ -420,6 +480,12 @@ fn one_or_all(mut errors: Vec<TransportError>) -> TransportError {
 }
 
 /// Fisher–Yates with the OS RNG (`random_master`).
+/// A uniform random fraction in [0, 1).
+pub(crate) fn unit_random() -> f64 {
+    use rand_core::{OsRng, RngCore};
+    (OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn shuffle<T>(v: &mut [T]) {
     use rand_core::{OsRng, RngCore};
     for i in (1..v.len()).rev() {
@@ -431,6 +497,36 @@ fn shuffle<T>(v: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_needs_an_answer_from_every_master() {
+        let refused = TransportError::NotAcknowledged {
+            master: "a".into(),
+            reply: "{}".into(),
+        };
+        let down = TransportError::Unreachable {
+            master: "b".into(),
+            reason: "refused".into(),
+        };
+        let timeout = TransportError::Timeout {
+            master: "c".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(refused.is_refusal());
+        assert!(!down.is_refusal());
+        assert!(!timeout.is_refusal());
+        assert!(matches!(
+            DeliveryError::from(refused.clone()),
+            DeliveryError::Refused { .. }
+        ));
+        assert!(matches!(
+            DeliveryError::from(timeout),
+            DeliveryError::Unavailable(_)
+        ));
+        assert!(TransportError::AllMasters(vec![refused.clone(), refused.clone()]).is_refusal());
+        assert!(!TransportError::AllMasters(vec![refused, down]).is_refusal());
+        assert!(!TransportError::AllMasters(vec![]).is_refusal());
+    }
 
     #[test]
     fn master_addresses() {
