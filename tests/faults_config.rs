@@ -32,7 +32,9 @@ fn ten_megabyte_yaml_is_read_in_bounded_time_and_memory() {
     text.push_str("padding:\n");
     let mut i = 0;
     while text.len() < 10 << 20 {
-        text.push_str(&format!("  key{i}: \"some value that a generator wrote {i}\"\n"));
+        text.push_str(&format!(
+            "  key{i}: \"some value that a generator wrote {i}\"\n"
+        ));
         i += 1;
     }
     let cfg = cfg.dropin("big.conf", &text);
@@ -53,15 +55,29 @@ fn ten_megabyte_yaml_is_read_in_bounded_time_and_memory() {
 #[test]
 fn ten_thousand_levels_of_nesting_are_refused() {
     for (name, doc) in [
-        ("flow-seq", format!("k: {}{}\n", "[".repeat(10_000), "]".repeat(10_000))),
-        ("flow-map", format!("k: {}1{}\n", "{a: ".repeat(10_000), "}".repeat(10_000))),
+        (
+            "flow-seq",
+            format!("k: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+        ),
+        (
+            "flow-map",
+            format!("k: {}1{}\n", "{a: ".repeat(10_000), "}".repeat(10_000)),
+        ),
     ] {
         let cfg = ConfigDir::new("nesting", "").dropin("deep.conf", &doc);
         let r = check(&cfg);
-        figure(&format!("config 10,000-level {name}"), r.peak_rss_kb, r.elapsed);
+        figure(
+            &format!("config 10,000-level {name}"),
+            r.peak_rss_kb,
+            r.elapsed,
+        );
         assert_refused(&r, "deep.conf:1:");
         assert!(r.stderr.contains("recursion limit"), "{name}: {}", r.stderr);
-        assert!(r.peak_rss_kb < 64 << 10, "{name}: peak RSS {} KiB", r.peak_rss_kb);
+        assert!(
+            r.peak_rss_kb < 64 << 10,
+            "{name}: peak RSS {} KiB",
+            r.peak_rss_kb
+        );
     }
 }
 
@@ -89,8 +105,11 @@ fn an_alias_bomb_is_refused_before_it_is_built() {
 #[test]
 fn invalid_utf8_is_refused_by_name() {
     let cfg = ConfigDir::new("utf8", "");
-    std::fs::write(cfg.path().join("minion.d/bad.conf"), b"beacons:\n  x\xff\xfe: []\n")
-        .expect("write");
+    std::fs::write(
+        cfg.path().join("minion.d/bad.conf"),
+        b"beacons:\n  x\xff\xfe: []\n",
+    )
+    .expect("write");
     assert_refused(&check(&cfg), "bad.conf:1:1: file is not valid UTF-8");
 }
 
@@ -104,8 +123,17 @@ fn config_paths_that_are_not_files_are_refused_not_skipped() {
     mkfifo(&cfg.path().join("minion.d/fifo.conf"));
     let r = check(&cfg);
     assert_refused(&r, "minion: not a regular file (a directory)");
-    assert!(r.stderr.contains("dir.conf: not a regular file (a directory)"), "{}", r.stderr);
-    assert!(r.stderr.contains("fifo.conf: not a regular file (a FIFO"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("dir.conf: not a regular file (a directory)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("fifo.conf: not a regular file (a FIFO"),
+        "{}",
+        r.stderr
+    );
     assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
     // `-c` naming a file says so.
     let file = cfg.path().join("minion.d/plain");
@@ -142,7 +170,10 @@ fn symlink_loops_in_minion_d_are_reported_and_the_good_files_still_run() {
     std::os::unix::fs::symlink("loop-a.conf", d.join("loop-b.conf")).expect("symlink");
     std::os::unix::fs::symlink("self.conf", d.join("self.conf")).expect("symlink");
     let r = check(&cfg);
-    assert_refused(&r, "loop-a.conf: cannot read: Too many levels of symbolic links");
+    assert_refused(
+        &r,
+        "loop-a.conf: cannot read: Too many levels of symbolic links",
+    );
     assert!(r.stderr.contains("self.conf: cannot read"), "{}", r.stderr);
     // The good drop-in's beacon still runs.
     let r = beacond(cfg.path(), &["--once"], LIMIT);
@@ -171,7 +202,11 @@ fn ten_thousand_beacons_load_and_run_in_bounded_memory() {
     assert!(r.stdout.contains("10000 beacon(s)"), "{}", r.stdout);
     let r = beacond(cfg.path(), &["--once"], LIMIT);
     figure("config 10,000 beacons --once", r.peak_rss_kb, r.elapsed);
-    let events = r.stdout.lines().filter(|l| l.contains("salt/beacon/many/m")).count();
+    let events = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("salt/beacon/many/m"))
+        .count();
     assert_eq!(events, 10_000, "{}", r.stderr);
     assert!(r.peak_rss_kb < 512 << 10, "peak RSS {} KiB", r.peak_rss_kb);
 }

@@ -52,7 +52,11 @@ fn probe_log(agent: &Agent, log: &Path, from: u32) -> u32 {
         append(log, format!("hello {n}\n").as_bytes());
         if let Some(ev) = (0..50)
             .filter_map(|_| agent.next(Duration::from_millis(100)))
-            .find(|e| e["data"]["raw"].as_str().is_some_and(|r| r.starts_with("hello")))
+            .find(|e| {
+                e["data"]["raw"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("hello"))
+            })
         {
             return ev["data"]["raw"]
                 .as_str()
@@ -72,19 +76,32 @@ fn a_100_mb_log_line_without_newline_is_skipped_and_reported() {
     probe_log(&agent, &log, 1);
     let t = Instant::now();
     {
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).expect("open");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
         let chunk = vec![b'x'; 1 << 20];
         for _ in 0..100 {
             f.write_all(&chunk).expect("write");
         }
-        f.write_all(b" hello 999 tail of the long line\nhello 1000\n").expect("write");
+        f.write_all(b" hello 999 tail of the long line\nhello 1000\n")
+            .expect("write");
     }
     let notice = agent.wait_for(WAIT, "the skipped-line notice", |e| {
-        e["data"]["error"].as_str().is_some_and(|m| m.contains("longer than 16 MiB skipped"))
+        e["data"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 16 MiB skipped"))
     });
-    assert!(notice["tag"].as_str().is_some_and(|t| t.ends_with("/log/global")), "{notice}");
+    assert!(
+        notice["tag"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/log/global")),
+        "{notice}"
+    );
     let next = agent.wait_for(WAIT, "the line after the long one", |e| {
-        e["data"]["raw"].as_str().is_some_and(|r| r.starts_with("hello"))
+        e["data"]["raw"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("hello"))
     });
     // The tail of the over-long line is part of it: dropped, not reported as a line.
     assert_eq!(next["data"]["raw"], "hello 1000", "{next}");
@@ -122,7 +139,12 @@ fn failed_login(user: &str) -> Vec<u8> {
         .stderr(Stdio::null())
         .spawn()
         .expect("utmpdump (util-linux) must be installed");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed");
     let out = child.wait_with_output().expect("utmpdump");
     assert_eq!(out.stdout.len(), 384);
     out.stdout
@@ -145,7 +167,12 @@ fn garbage_and_truncated_utmp_records_do_not_crash_the_beacon() {
     let r = beacond(cfg.path(), &["--once"], limit);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    assert!(r.stdout.contains("\"user\":\"mallory\""), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("\"user\":\"mallory\""),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     // A truncated record (a writer cut off): nothing read from it yet, no crash; once it is
     // completed it counts.
     let rec = failed_login("trudy");
@@ -156,7 +183,12 @@ fn garbage_and_truncated_utmp_records_do_not_crash_the_beacon() {
     append(&file, &rec[100..]);
     let r = beacond(cfg.path(), &["--once"], limit);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("\"user\":\"trudy\""), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("\"user\":\"trudy\""),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
 }
 
 #[test]
@@ -187,7 +219,11 @@ fn a_garbage_pem_is_an_error_not_a_crash() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     for (name, _) in &files {
-        assert!(r.stderr.contains(name), "{name} not named in the log:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(name),
+            "{name} not named in the log:\n{}",
+            r.stderr
+        );
     }
 }
 
@@ -241,11 +277,20 @@ fn a_1_gb_sparse_file_under_checksum_and_diff_is_bounded() {
     figure("os 1 GiB sparse, sha256 + diff", rss, took);
     assert!(ev["data"]["diff"].is_null(), "{ev}");
     assert!(
-        ev["data"]["diff_skipped"].as_str().is_some_and(|w| w.starts_with("larger than")),
+        ev["data"]["diff_skipped"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("larger than")),
         "{ev}"
     );
-    assert_eq!(ev["data"]["checksum"].as_str().map(str::len), Some(64), "{ev}");
-    assert!(rss < before + (64 << 10), "peak RSS {rss} KiB (was {before})");
+    assert_eq!(
+        ev["data"]["checksum"].as_str().map(str::len),
+        Some(64),
+        "{ev}"
+    );
+    assert!(
+        rss < before + (64 << 10),
+        "peak RSS {rss} KiB (was {before})"
+    );
     // A later small file is still reported promptly: the hash did not wedge the beacon.
     let small = tmp.join("after");
     std::fs::write(&small, b"x").expect("write");
@@ -281,7 +326,9 @@ fn a_watched_file_swapped_for_a_symlink_to_a_secret_leaks_nothing() {
     std::fs::write(&conf, "setting = 2\n").expect("conf");
     let ev = agent.wait_for(WAIT, "the diff of the real file", |e| {
         e["data"]["path"] == conf.display().to_string().as_str()
-            && e["data"]["diff"].as_str().is_some_and(|d| d.contains("+setting = 2"))
+            && e["data"]["diff"]
+                .as_str()
+                .is_some_and(|d| d.contains("+setting = 2"))
     });
     assert_eq!(ev["data"]["change"], "IN_CLOSE_WRITE");
     // The attacker replaces the file by a link to the secret (IN_CREATE: the beacon looks at
@@ -307,21 +354,35 @@ fn a_watched_file_swapped_for_a_symlink_to_a_secret_leaks_nothing() {
             None => continue,
         }
     }
-    assert!(events.iter().any(|e| e["data"]["path"] == want.as_str()), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e["data"]["path"] == want.as_str()),
+        "{events:#?}"
+    );
     let conf_s = conf.display().to_string();
     assert!(
-        events.iter().any(|e| e["data"]["path"] == conf_s.as_str() && e["data"]["change"] == "IN_CREATE"),
+        events
+            .iter()
+            .any(|e| e["data"]["path"] == conf_s.as_str() && e["data"]["change"] == "IN_CREATE"),
         "the swap was not seen: {events:#?}"
     );
     for e in &events {
         let text = e.to_string();
-        assert!(!text.contains("FAULTSUITESECRET") && !text.contains("more secret"), "secret in {text}");
+        assert!(
+            !text.contains("FAULTSUITESECRET") && !text.contains("more secret"),
+            "secret in {text}"
+        );
     }
     // The checksum of the secret is not published either.
-    let sum = Command::new("sha256sum").arg(&secret).output().expect("sha256sum");
+    let sum = Command::new("sha256sum")
+        .arg(&secret)
+        .output()
+        .expect("sha256sum");
     let sum = String::from_utf8_lossy(&sum.stdout);
     let sum = sum.split_whitespace().next().unwrap_or("none");
-    assert!(!events.iter().any(|e| e.to_string().contains(sum)), "{events:#?}");
+    assert!(
+        !events.iter().any(|e| e.to_string().contains(sum)),
+        "{events:#?}"
+    );
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub enum TransportError {
     Crypto(String),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     AllMasters(Vec<TransportError>),
+    /// A sink's receiver (Splunk, Logstash, syslog; `transport::sinks`) did not take a batch.
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Why a batch was not delivered, as the spool needs to know it.

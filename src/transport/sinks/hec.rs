@@ -9,11 +9,37 @@ use crate::config::sinks::{SinkConfig, SinkKind};
 use crate::config::MinionOpts;
 use crate::event::Event;
 use crate::spool::pipeline::Deliver;
+use crate::transport::salt::DeliveryError;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Why a request failed: HEC read the batch and refused its data (resending the same batch
+/// cannot help: the pipeline narrows it down and quarantines the bad event), or anything else
+/// (down, busy, a wrong token: retried until it works).
+enum Fail {
+    Refused(String),
+    Unavailable(String),
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Fail {
+        Fail::Unavailable(s)
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(s: &str) -> Fail {
+        Fail::Unavailable(s.to_owned())
+    }
+}
+
+/// HEC's error codes for data it will never take (docs: "HTTP Event Collector error codes"):
+/// 5 no data, 6 invalid data format, 7 incorrect index, 12 event field is required,
+/// 13 event field cannot be blank.
+const DATA_ERRORS: [i64; 5] = [5, 6, 7, 12, 13];
 
 pub struct Hec {
     name: String,
@@ -132,7 +158,7 @@ impl Hec {
         Value::Object(m)
     }
 
-    async fn send(&self, batch: &[Event]) -> Result<(), String> {
+    async fn send(&self, batch: &[Event]) -> Result<(), Fail> {
         let mut body = Vec::with_capacity(batch.len() * 320);
         for ev in batch {
             if serde_json::to_writer(&mut body, &self.envelope(ev)).is_ok() {
@@ -161,7 +187,7 @@ impl Hec {
                 return Ok(());
             }
             if Instant::now() + pause > deadline {
-                return Err(format!("HEC did not acknowledge ackId {id} in time"));
+                return Err(format!("HEC did not acknowledge ackId {id} in time").into());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
@@ -170,7 +196,7 @@ impl Hec {
 
     /// POST and read HEC's JSON answer; anything but 200 with `code: 0` (or an ack answer)
     /// is a failure naming HEC's text.
-    async fn post(&self, url: String, body: Vec<u8>) -> Result<Value, String> {
+    async fn post(&self, url: String, body: Vec<u8>) -> Result<Value, Fail> {
         let agent = self.agent.clone();
         let auth = self.auth.clone();
         let channel = self.channel.clone();
@@ -205,10 +231,15 @@ impl Hec {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(200).collect());
-        Err(format!(
+        let msg = format!(
             "{url}: HTTP {status}: {what} (code {})",
             code.map_or("-".into(), |c| c.to_string())
-        ))
+        );
+        if status == 400 && code.is_some_and(|c| DATA_ERRORS.contains(&c)) {
+            Err(Fail::Refused(msg))
+        } else {
+            Err(Fail::Unavailable(msg))
+        }
     }
 }
 
@@ -216,14 +247,19 @@ impl Deliver for Hec {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
             match &r {
                 Ok(()) => self.backoff.ok(),
                 Err(_) => self.backoff.failed(),
             }
-            r.map_err(|e| format!("sink '{}': {e}", self.name))
+            r.map_err(|e| match e {
+                Fail::Refused(m) => DeliveryError::Refused {
+                    reason: format!("sink '{}': {m}", self.name),
+                },
+                Fail::Unavailable(m) => super::unavailable(format!("sink '{}': {m}", self.name)),
+            })
         })
     }
     fn next_attempt(&self) -> Option<Instant> {

@@ -20,6 +20,7 @@ use crate::event::Event;
 use crate::spool::pipeline::{self, Deliver, SinkLink};
 use crate::spool::stats::Stats;
 use crate::spool::store::Spool;
+use crate::transport::salt::DeliveryError;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,11 @@ pub fn event_stamp(ev: &Event) -> Option<&str> {
         .get("_stamp")
         .and_then(Value::as_str)
         .filter(|s| stamp_epoch(s).is_some())
+}
+
+/// A receiver that did not take a batch (down, slow, answered an error): retrying can help.
+pub fn unavailable(msg: String) -> DeliveryError {
+    DeliveryError::Unavailable(crate::transport::salt::TransportError::Sink(msg))
 }
 
 /// Retry pacing after a failure: 0.5 s doubling to 10 s, reset by a success.

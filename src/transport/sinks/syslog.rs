@@ -10,6 +10,7 @@ use crate::config::sinks::{SinkConfig, SinkKind, SyslogTransport};
 use crate::config::MinionOpts;
 use crate::event::Event;
 use crate::spool::pipeline::Deliver;
+use crate::transport::salt::DeliveryError;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -174,7 +175,7 @@ impl Deliver for Syslog {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
             match &r {
@@ -186,7 +187,12 @@ impl Deliver for Syslog {
                     self.backoff.failed();
                 }
             }
-            r.map_err(|e| format!("sink '{}': syslog {}: {e}", self.name, self.address))
+            r.map_err(|e| {
+                super::unavailable(format!(
+                    "sink '{}': syslog {}: {e}",
+                    self.name, self.address
+                ))
+            })
         })
     }
     fn next_attempt(&self) -> Option<Instant> {

@@ -8,6 +8,7 @@ use super::Backoff;
 use crate::config::sinks::{SinkConfig, TlsConfig};
 use crate::event::Event;
 use crate::spool::pipeline::Deliver;
+use crate::transport::salt::DeliveryError;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -65,7 +66,7 @@ impl Deliver for TcpJson {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
             match &r {
@@ -75,7 +76,9 @@ impl Deliver for TcpJson {
                     self.backoff.failed();
                 }
             }
-            r.map_err(|e| format!("sink '{}': {}: {e}", self.name, self.address))
+            r.map_err(|e| {
+                super::unavailable(format!("sink '{}': {}: {e}", self.name, self.address))
+            })
         })
     }
     fn next_attempt(&self) -> Option<Instant> {
