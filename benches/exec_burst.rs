@@ -1,4 +1,5 @@
-//! Exec-burst benchmark for the `sh` beacon on the real kernel proc connector.
+//! Exec-burst benchmark for the `sh` beacon on the real kernel: the eBPF exec source and the
+//! proc connector side by side in one run (env `BURST_SOURCES`, default `ebpf,proc_connector`).
 //!
 //! `cargo bench --bench exec_burst` (env: `BURST_EXECS`, default 10000; `BURST_WORKERS`,
 //! default 4; `BURST_ROUNDS`, default 3). Each round runs the same burst with beacond off and
@@ -152,16 +153,17 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("beacond-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("minion.d")).expect("dir");
+    let sources = std::env::var("BURST_SOURCES").unwrap_or_else(|_| "ebpf,proc_connector".into());
+    let mut report = Vec::new();
+    for source in sources.split(',') {
     std::fs::write(
         dir.join("minion"),
         format!(
-            "id: bench\ncachedir: {}\nbeacons:\n  sh:\n    - scope: all\n",
+            "id: bench\ncachedir: {}\nbeacons:\n  sh:\n    - scope: all\n    - source: {source}\n",
             dir.join("cache").display()
         ),
     )
     .expect("minion");
-
-    let mut report = Vec::new();
     for (label, mixed) in [
         ("mixed (half /bin/true, half sleep 5 ms)", true),
         ("/bin/true only", false),
@@ -226,7 +228,7 @@ fn main() {
         }
         let total = (expected * rounds) as f64;
         let line = format!(
-            "{label}: {expected} execs x {rounds} rounds, {workers} workers | reported {:.2}% | with argv {:.2}%{} | beacond CPU {:.2} s for {:.1} s of bursts ({:.1}% of one core) | burst slow-down median {:.1}% (rounds: {})",
+            "[{source}] {label}: {expected} execs x {rounds} rounds, {workers} workers | reported {:.2}% | with argv {:.2}%{} | beacond CPU {:.2} s for {:.1} s of bursts ({:.1}% of one core, {:.2} s per 10,000 execs) | burst slow-down median {:.1}% (rounds: {})",
             reported as f64 / total * 100.0,
             with_argv as f64 / total * 100.0,
             if mixed {
@@ -240,11 +242,17 @@ fn main() {
             cpu,
             wall_on.as_secs_f64(),
             cpu / wall_on.as_secs_f64() * 100.0,
+            cpu / total * 10_000.0,
             median(slow.clone()),
             slow.iter().map(|s| format!("{s:+.1}%")).collect::<Vec<_>>().join(" ")
         );
         println!("{line}; overrun events {overruns}; beacond peak RSS {rss} KiB");
-        report.push(line);
+        report.push(format!("{line}; peak RSS {rss} KiB"));
+    }
+    }
+    println!("\nside by side:");
+    for l in &report {
+        println!("  {l}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,10 +27,13 @@ trap report_stages EXIT
 # rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer).
 need_pkgs=()
 for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm:rpm \
-            systemd-analyze:systemd script:bsdutils g++:g++ make:make rsyslogd:rsyslog; do
+            systemd-analyze:systemd script:bsdutils g++:g++ make:make rsyslogd:rsyslog \
+            clang:clang llvm-strip:llvm bpftool:bpftool; do
   cmd=${spec%%:*}; pkg=${spec#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+# The sh beacon's eBPF program (bpf/exec.bpf.c) is rebuilt with Debian's clang below.
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 # Real journal files for the journald beacon's tests are written by systemd-journal-remote.
 [ -x /lib/systemd/systemd-journal-remote ] || need_pkgs+=(systemd-journal-remote)
 # Salt's journald beacon needs python-systemd, which setup.sh builds against libsystemd.
@@ -43,6 +46,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
+
+# CI tests the eBPF object built fresh from source (the committed one serves machines with
+# only Rust); tests/ebpf.rs then runs on it.
+stage "eBPF object: bpf/build.sh"
+bpf/build.sh
 
 if [ "${BEACOND_SKIP_SALT:-0}" != 1 ] && [ -x tests/salt/setup.sh ]; then
   stage "Salt masters for the transport and conformance tests"

@@ -47,7 +47,13 @@ fn shells(label: &str) -> Shells {
 }
 
 fn agent(id: &str, options: &str) -> (ConfigDir, Agent) {
-    let cfg = ConfigDir::new(id, &format!("beacons:\n  sh:\n{options}"));
+    // These tests are about the proc connector (tests/ebpf.rs covers the eBPF source).
+    let source = if options.contains("source:") {
+        ""
+    } else {
+        "    - source: proc_connector\n"
+    };
+    let cfg = ConfigDir::new(id, &format!("beacons:\n  sh:\n{options}{source}"));
     let agent = Agent::start(cfg.path(), &[]);
     // The beacon subscribes, then logs; wait for that line rather than sleeping.
     let deadline = Instant::now() + WAIT;
@@ -396,7 +402,11 @@ fn bad_options_are_precise_errors() {
 fn auto_falls_back_to_proc_scan_in_a_new_network_namespace() {
     // The proc connector exists only in the initial network namespace: a real `unshare -n`
     // (util-linux) makes it unavailable, and `source: auto` must say so and scan /proc instead.
-    let cfg = ConfigDir::new("sh7", "beacons:\n  sh:\n    - scope: all\n");
+    // A BTF path that does not exist stands in for a kernel without BTF: eBPF cannot load.
+    let cfg = ConfigDir::new(
+        "sh7",
+        "beacons:\n  sh:\n    - scope: all\n    - btf: /nonexistent/vmlinux\n",
+    );
     let out = Command::new("unshare")
         .arg("-n")
         .arg(bin())

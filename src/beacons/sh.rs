@@ -29,6 +29,7 @@
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::ebpf;
 use crate::sources::proc_connector::{Msg, ProcConnector, Reader};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -44,6 +45,7 @@ enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Auto,
+    Ebpf,
     Connector,
     Scan,
 }
@@ -54,13 +56,22 @@ struct Proc {
     ppid: i32,
     /// Its current image is a shell.
     shell: bool,
+    /// Its exec was reported (an exit event follows when `exits` is on).
+    reported: bool,
     /// /proc/<pid>/stat starttime (scan mode identity).
     start: u64,
 }
 
 enum Mode {
+    Ebpf(ebpf::Reader<Seen>),
     Connector(Reader<Info>),
     Scan,
+}
+
+/// What the eBPF reader thread reads from /proc at once (best effort: the process may be gone).
+#[derive(Debug, Default)]
+struct Seen {
+    cwd: Option<String>,
 }
 
 pub struct Sh {
@@ -81,8 +92,19 @@ pub struct Sh {
     lost: u64,
     /// A message taken by `ready` and not yet evaluated.
     buffered: Option<Msg<Info>>,
+    ebpf_buffered: Option<ebpf::Msg<Seen>>,
     /// Evaluate without waiting (after start, or when a drain stopped early).
     pending: bool,
+    ebpf: ebpf::Options,
+    argv_max_args: usize,
+    exits: bool,
+    cgroupfs: Option<PathBuf>,
+    btf: PathBuf,
+    cgroups: HashMap<u64, String>,
+    /// Running totals of records the kernel could not deliver (eBPF).
+    lost_exec: u64,
+    lost_exit: u64,
+    ebpf_overruns: u64,
 }
 
 #[derive(Default)]
@@ -179,6 +201,12 @@ const KNOWN: &[&str] = &[
     "source",
     "rcvbuf",
     "scan_interval",
+    "ring_bytes",
+    "argv_max_bytes",
+    "argv_max_args",
+    "exits",
+    "cgroupfs",
+    "btf",
 ];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
@@ -208,6 +236,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     };
     let source = match cfg.str_opt("source", "auto")?.as_str() {
         "auto" => Source::Auto,
+        "ebpf" => Source::Ebpf,
         "proc_connector" => Source::Connector,
         "proc_scan" => Source::Scan,
         other => {
@@ -216,7 +245,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
                 .map_or_else(|| cfg.error_here(""), |n| cfg.error(n, ""));
             return Err(ConfigError {
                 message: format!(
-                    "source must be 'auto', 'proc_connector' or 'proc_scan', found '{other}'"
+                    "source must be 'auto', 'ebpf', 'proc_connector' or 'proc_scan', found '{other}'"
                 ),
                 ..at
             });
@@ -241,6 +270,30 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     if !(scan > 0.0 && scan.is_finite()) {
         return Err(cfg.error_here("scan_interval must be a positive number of seconds"));
     }
+    let ring = cfg.f64_opt("ring_bytes", 8.0 * 1024.0 * 1024.0)?;
+    let argv_bytes = cfg.f64_opt("argv_max_bytes", 8192.0)?;
+    let argv_args = cfg.f64_opt("argv_max_args", 256.0)?;
+    if !(ring >= 4096.0 && ring <= (1u64 << 30) as f64) {
+        return Err(cfg.error_here("ring_bytes must be between 4096 and 1073741824"));
+    }
+    if !(argv_bytes >= 1.0 && argv_bytes <= f64::from(ebpf::ARGV_CAP)) {
+        return Err(cfg.error_here(&format!(
+            "argv_max_bytes must be between 1 and {}",
+            ebpf::ARGV_CAP
+        )));
+    }
+    if !(argv_args >= 1.0 && argv_args.is_finite()) {
+        return Err(cfg.error_here("argv_max_args must be a positive number"));
+    }
+    let exits = match cfg.opt("exits").map(|n| &n.value) {
+        None | Some(Yaml::Null) => false,
+        Some(Yaml::Bool(b)) => *b,
+        Some(_) => return Err(cfg.error_here("exits must be True or False")),
+    };
+    let cgroupfs = match cfg.opt("cgroupfs") {
+        Some(_) => Some(PathBuf::from(cfg.str_opt("cgroupfs", "")?)),
+        None => None,
+    };
     Ok(Box::new(Sh {
         scope,
         users: str_list(cfg, "users")?.map(|v| v.into_iter().collect()),
@@ -257,7 +310,20 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         overruns: 0,
         lost: 0,
         buffered: None,
+        ebpf_buffered: None,
         pending: false,
+        ebpf: ebpf::Options {
+            ring_bytes: ring as u32,
+            argv_max_bytes: argv_bytes as u32,
+        },
+        argv_max_args: argv_args as usize,
+        exits,
+        cgroupfs,
+        btf: PathBuf::from(cfg.str_opt("btf", ebpf::DEFAULT_BTF)?),
+        cgroups: HashMap::new(),
+        lost_exec: 0,
+        lost_exit: 0,
+        ebpf_overruns: 0,
     }))
 }
 
@@ -273,6 +339,8 @@ struct Info {
     euid: Option<u32>,
     tty: Option<String>,
     start: Option<u64>,
+    /// Source-specific keys added to the event (eBPF: gid, loginuid, namespaces, ...).
+    extra: Data,
 }
 
 /// argv from `/proc/<pid>/cmdline`; empty when the process is gone (or a zombie).
@@ -409,6 +477,7 @@ impl Sh {
             Proc {
                 ppid: ppid.unwrap_or(0),
                 shell: is_shell,
+                reported: false,
                 start: info.start.unwrap_or(0),
             },
         );
@@ -457,6 +526,10 @@ impl Sh {
         if recovered {
             d.insert("recovered".into(), json!(true));
         }
+        d.extend(info.extra);
+        if let Some(p) = self.table.get_mut(&pid) {
+            p.reported = true;
+        }
         Some(d)
     }
 
@@ -496,6 +569,7 @@ impl Sh {
                 Proc {
                     ppid: i.ppid.unwrap_or(0),
                     shell,
+                    reported: false,
                     start: i.start.unwrap_or(0),
                 },
             );
@@ -556,6 +630,7 @@ impl Sh {
                         Proc {
                             ppid: parent,
                             shell: false,
+                            reported: false,
                             start: 0,
                         },
                     );
@@ -598,7 +673,204 @@ impl Sh {
     }
 }
 
+/// The cgroup2 mount: `cgroupfs` when configured, else from /proc/self/mountinfo.
+fn cgroup2_root(procfs: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(procfs.join("self/mountinfo")).ok()?;
+    text.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next() == Some("cgroup2"))
+            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+/// Every cgroup directory under `root` by id (a cgroup2 directory's inode number is its id).
+fn cgroup_ids(root: &Path, out: &mut HashMap<u64, String>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![(root.to_path_buf(), String::from("/"))];
+    // Bounded: a host with a huge cgroup tree costs one walk per unknown id, never unbounded.
+    while let Some((dir, rel)) = stack.pop() {
+        if out.len() > 100_000 {
+            return;
+        }
+        if let Ok(m) = std::fs::symlink_metadata(&dir) {
+            out.insert(m.ino(), rel.clone());
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let child = if rel == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{rel}/{name}")
+                };
+                stack.push((e.path(), child));
+            }
+        }
+    }
+}
+
 impl Sh {
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.cgroups.get(&id) {
+            return Some(p.clone());
+        }
+        let root = self
+            .cgroupfs
+            .clone()
+            .or_else(|| cgroup2_root(&self.procfs))?;
+        self.cgroups.clear();
+        cgroup_ids(&root, &mut self.cgroups);
+        // Remember misses too, so an unknown id does not rescan the tree on every exec.
+        Some(self.cgroups.entry(id).or_default().clone()).filter(|p| !p.is_empty())
+    }
+
+    /// An eBPF exec record as the beacon's process info.
+    fn ebpf_info(&mut self, r: ebpf::Record, seen: Seen) -> Info {
+        let mut extra = Data::new();
+        let mut args = r.args;
+        let mut truncated = r.truncated;
+        if args.len() > self.argv_max_args {
+            args.truncate(self.argv_max_args);
+            truncated = true;
+        }
+        let exe = if r.filename.starts_with('/') || r.filename.is_empty() {
+            r.filename
+        } else {
+            match &seen.cwd {
+                Some(cwd) => format!("{}/{}", cwd.trim_end_matches('/'), r.filename),
+                None => r.filename,
+            }
+        };
+        let set = |v: u32| (v != u32::MAX).then_some(v);
+        extra.insert("tid".into(), json!(r.tid));
+        extra.insert("gid".into(), json!(r.gid));
+        let login = set(r.loginuid);
+        extra.insert("loginuid".into(), login.map_or(Value::Null, Value::from));
+        let login_user = login.map(|u| self.user_name(u));
+        extra.insert(
+            "login_user".into(),
+            login_user.map_or(Value::Null, Value::from),
+        );
+        extra.insert(
+            "sessionid".into(),
+            set(r.sessionid).map_or(Value::Null, Value::from),
+        );
+        extra.insert("ns_pid".into(), json!(r.ns_pid));
+        extra.insert("pidns_level".into(), json!(r.ns_level));
+        extra.insert("cgroup_id".into(), json!(r.cgroup_id));
+        let cg = self.cgroup_path(r.cgroup_id);
+        extra.insert("cgroup".into(), cg.map_or(Value::Null, Value::from));
+        extra.insert("argv_truncated".into(), json!(truncated));
+        Info {
+            args,
+            comm: Some(r.comm),
+            exe: (!exe.is_empty()).then_some(exe),
+            cwd: seen.cwd,
+            ppid: Some(r.ppid as i32),
+            uid: Some(r.uid),
+            euid: Some(r.euid),
+            tty: r.tty,
+            start: None,
+            extra,
+        }
+    }
+
+    fn on_ebpf_exit(&mut self, r: ebpf::Record) -> Option<Data> {
+        let known = self.table.remove(&(r.pid as i32));
+        if !self.exits || !known.is_some_and(|p| p.reported) {
+            return None;
+        }
+        let mut d = Data::new();
+        d.insert("tag".into(), json!("exit"));
+        d.insert("pid".into(), json!(r.pid));
+        d.insert("ppid".into(), json!(r.ppid));
+        d.insert("comm".into(), json!(r.comm));
+        d.insert("exit_code".into(), json!((r.exit_code >> 8) & 0xff));
+        d.insert("signal".into(), json!(r.exit_code & 0x7f));
+        let life = r.time_ns.saturating_sub(r.start_ns) as f64 / 1e9;
+        d.insert("lifetime".into(), json!(life));
+        d.insert("uid".into(), json!(r.uid));
+        d.insert("source".into(), json!("ebpf"));
+        Some(d)
+    }
+
+    fn drain_ebpf(&mut self) -> Result<Vec<Data>, BeaconError> {
+        let mut out = Vec::new();
+        let mut lost = None;
+        self.pending = false;
+        for i in 0..4096 {
+            let msg = match self.ebpf_buffered.take() {
+                Some(m) => m,
+                None => match &mut self.mode {
+                    Some(Mode::Ebpf(reader)) => match reader.try_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ => break,
+                },
+            };
+            if i == 4095 {
+                self.pending = true;
+            }
+            match msg {
+                ebpf::Msg::Record(r, _) if r.exit => out.extend(self.on_ebpf_exit(r)),
+                ebpf::Msg::Record(r, seen) => {
+                    let pid = r.pid as i32;
+                    let info = self.ebpf_info(r, seen);
+                    out.extend(self.on_exec(pid, "ebpf", false, Some(info)));
+                }
+                ebpf::Msg::Lost { exec, exit } => lost = Some((exec, exit)),
+            }
+        }
+        if let Some((exec, exit)) = lost {
+            self.ebpf_overruns += 1;
+            let (new_exec, new_exit) = (
+                exec.saturating_sub(self.lost_exec),
+                exit.saturating_sub(self.lost_exit),
+            );
+            self.lost_exec = exec;
+            self.lost_exit = exit;
+            tracing::warn!(
+                lost_exec = exec,
+                lost_exit = exit,
+                "eBPF ring buffer full: records lost; rescanning /proc"
+            );
+            let mut d = Data::new();
+            d.insert("tag".into(), json!("overrun"));
+            d.insert("overruns".into(), json!(self.ebpf_overruns));
+            d.insert("lost".into(), json!(exec + exit));
+            d.insert("lost_exec".into(), json!(exec));
+            d.insert("lost_exit".into(), json!(exit));
+            d.insert("new_lost_exec".into(), json!(new_exec));
+            d.insert("new_lost_exit".into(), json!(new_exit));
+            d.insert("source".into(), json!("ebpf"));
+            d.insert(
+                "message".into(),
+                json!("the eBPF ring buffer was full: the kernel counted every exec/exit record it could not reserve (running totals); processes still alive were rescanned from /proc"),
+            );
+            out.push(d);
+            out.extend(self.scan("ebpf", true)?);
+        }
+        Ok(out)
+    }
+
+    fn open_ebpf(&self) -> Result<ebpf::Reader<Seen>, ebpf::EbpfError> {
+        let procfs = self.procfs.clone();
+        ebpf::Reader::spawn(self.ebpf, &self.btf, 16_384, move |r: &ebpf::Record| {
+            if r.exit {
+                return Seen::default();
+            }
+            let cwd = std::fs::read_link(procfs.join(r.pid.to_string()).join("cwd"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned());
+            Seen { cwd }
+        })
+    }
+
     /// The reader thread: reads each exec's /proc entry as soon as the kernel reports it.
     fn reader(&self, pc: ProcConnector) -> std::io::Result<Reader<Info>> {
         let procfs = self.procfs.clone();
@@ -610,24 +882,43 @@ impl Beacon for Sh {
     fn start(&mut self) -> Result<(), BeaconError> {
         self.mode = None;
         self.buffered = None;
+        self.ebpf_buffered = None;
         self.shells.checked = None;
         self.shells.refresh(&self.shells_file);
+        let connector = |me: &Self| {
+            ProcConnector::open(me.rcvbuf)
+                .and_then(|pc| me.reader(pc))
+                .map(Mode::Connector)
+        };
         let mode = match self.source {
             Source::Scan => Mode::Scan,
-            Source::Connector => Mode::Connector(
-                ProcConnector::open(self.rcvbuf)
-                    .and_then(|pc| self.reader(pc))
-                    .map_err(|e| BeaconError::Message(format!("proc connector: {e}")))?,
+            Source::Ebpf => Mode::Ebpf(
+                self.open_ebpf()
+                    .map_err(|e| BeaconError::Message(format!("eBPF source: {e}")))?,
             ),
-            Source::Auto => match ProcConnector::open(self.rcvbuf).and_then(|pc| self.reader(pc)) {
-                Ok(r) => Mode::Connector(r),
-                Err(e) => {
-                    tracing::warn!(error = %e, "proc connector unavailable (needs CAP_NET_ADMIN and the initial network namespace): falling back to scanning /proc; processes shorter-lived than scan_interval will be missed");
-                    Mode::Scan
-                }
+            Source::Connector => {
+                connector(self).map_err(|e| BeaconError::Message(format!("proc connector: {e}")))?
+            }
+            Source::Auto => match self.open_ebpf() {
+                Ok(r) => Mode::Ebpf(r),
+                Err(ebpf_err) => match connector(self) {
+                    Ok(m) => {
+                        tracing::warn!(error = %ebpf_err, "sh: eBPF exec source unavailable: falling back to the proc connector; argv is read from /proc after the exec and can be missing for short-lived processes");
+                        m
+                    }
+                    Err(e) => {
+                        tracing::warn!(ebpf_error = %ebpf_err, error = %e, "sh: eBPF exec source and proc connector unavailable (need CAP_BPF+CAP_PERFMON, resp. CAP_NET_ADMIN in the initial network namespace): falling back to scanning /proc; processes shorter-lived than scan_interval will be missed");
+                        Mode::Scan
+                    }
+                },
             },
         };
         match &mode {
+            Mode::Ebpf(_) => tracing::info!(
+                ring_bytes = self.ebpf.ring_bytes,
+                argv_max_bytes = self.ebpf.argv_max_bytes,
+                "sh: following execs from the eBPF exec source"
+            ),
             Mode::Connector(_) => tracing::info!(
                 rcvbuf = self.rcvbuf,
                 "sh: following execs from the kernel proc connector"
@@ -654,6 +945,23 @@ impl Beacon for Sh {
                 return Ok(());
             }
             match self.mode.as_mut() {
+                Some(Mode::Ebpf(reader)) => {
+                    if self.ebpf_buffered.is_some() {
+                        return Ok(());
+                    }
+                    match reader.recv().await {
+                        Some(m) => {
+                            self.ebpf_buffered = Some(m);
+                            Ok(())
+                        }
+                        None => {
+                            self.mode = None;
+                            Err(BeaconError::Message(
+                                "eBPF reader stopped; see the log".into(),
+                            ))
+                        }
+                    }
+                }
                 Some(Mode::Connector(reader)) => {
                     if self.buffered.is_some() {
                         return Ok(());
@@ -684,6 +992,7 @@ impl Beacon for Sh {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
         self.shells.refresh(&self.shells_file);
         match self.mode {
+            Some(Mode::Ebpf(_)) => self.drain_ebpf(),
             Some(Mode::Connector(_)) => self.drain_connector(),
             Some(Mode::Scan) => {
                 self.pending = false;

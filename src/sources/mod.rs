@@ -2,6 +2,7 @@
 //! import from here, never from each other.
 
 pub(crate) mod dbus;
+pub mod ebpf;
 pub mod fswatch;
 pub(crate) mod netlink;
 pub mod proc_connector;
