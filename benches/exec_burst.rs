@@ -156,78 +156,82 @@ fn main() {
     let sources = std::env::var("BURST_SOURCES").unwrap_or_else(|_| "ebpf,proc_connector".into());
     let mut report = Vec::new();
     for source in sources.split(',') {
-    std::fs::write(
-        dir.join("minion"),
-        format!(
+        std::fs::write(
+            dir.join("minion"),
+            format!(
             "id: bench\ncachedir: {}\nbeacons:\n  sh:\n    - scope: all\n    - source: {source}\n",
             dir.join("cache").display()
         ),
-    )
-    .expect("minion");
-    for (label, mixed) in [
-        ("mixed (half /bin/true, half sleep 5 ms)", true),
-        ("/bin/true only", false),
-    ] {
-        let expected_long = if mixed {
-            execs / workers / 2 * workers
-        } else {
-            0
-        };
-        let expected = if mixed {
-            expected_long * 2
-        } else {
-            execs / workers * workers
-        };
-        let mut slow = Vec::new();
-        let (mut reported, mut with_argv, mut long_argv, mut cpu) = (0usize, 0usize, 0usize, 0.0);
-        let mut wall_on = Duration::ZERO;
-        let mut rss = 0;
-        let mut overruns = 0;
-        for _ in 0..rounds {
-            // Off: the same burst with no beacond at all.
-            let (off, _) = burst(execs, workers, mixed);
-            let mut agent = start_agent(&dir);
-            let (pid, rx) = (agent.pid, &agent.rx);
-            let c0 = cpu_ticks(pid);
-            let (on, pids) = burst(execs, workers, mixed);
-            // Drain: until every expected event arrived, 5 s without one of ours, or 60 s.
-            let mut r = 0;
-            let (mut a, mut l) = (0, 0);
-            let mut last = Instant::now();
-            let hard = Instant::now() + Duration::from_secs(60);
-            while r < expected && last.elapsed() < Duration::from_secs(5) && Instant::now() < hard {
-                if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
-                    if s.overrun {
-                        overruns += 1;
-                    }
-                    if pids.contains(&s.ppid) {
-                        last = Instant::now();
-                        r += 1;
-                        if s.argv0.is_some() {
-                            a += 1;
+        )
+        .expect("minion");
+        for (label, mixed) in [
+            ("mixed (half /bin/true, half sleep 5 ms)", true),
+            ("/bin/true only", false),
+        ] {
+            let expected_long = if mixed {
+                execs / workers / 2 * workers
+            } else {
+                0
+            };
+            let expected = if mixed {
+                expected_long * 2
+            } else {
+                execs / workers * workers
+            };
+            let mut slow = Vec::new();
+            let (mut reported, mut with_argv, mut long_argv, mut cpu) =
+                (0usize, 0usize, 0usize, 0.0);
+            let mut wall_on = Duration::ZERO;
+            let mut rss = 0;
+            let mut overruns = 0;
+            for _ in 0..rounds {
+                // Off: the same burst with no beacond at all.
+                let (off, _) = burst(execs, workers, mixed);
+                let mut agent = start_agent(&dir);
+                let (pid, rx) = (agent.pid, &agent.rx);
+                let c0 = cpu_ticks(pid);
+                let (on, pids) = burst(execs, workers, mixed);
+                // Drain: until every expected event arrived, 5 s without one of ours, or 60 s.
+                let mut r = 0;
+                let (mut a, mut l) = (0, 0);
+                let mut last = Instant::now();
+                let hard = Instant::now() + Duration::from_secs(60);
+                while r < expected
+                    && last.elapsed() < Duration::from_secs(5)
+                    && Instant::now() < hard
+                {
+                    if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
+                        if s.overrun {
+                            overruns += 1;
                         }
-                        if s.argv0.as_deref() == Some("/bin/sleep") {
-                            l += 1;
+                        if pids.contains(&s.ppid) {
+                            last = Instant::now();
+                            r += 1;
+                            if s.argv0.is_some() {
+                                a += 1;
+                            }
+                            if s.argv0.as_deref() == Some("/bin/sleep") {
+                                l += 1;
+                            }
                         }
                     }
                 }
+                if r < expected {
+                    eprintln!("round: {r} of {expected} execs reported");
+                }
+                let c1 = cpu_ticks(pid);
+                rss = rss.max(hwm_kib(pid));
+                let _ = agent.child.kill();
+                let _ = agent.child.wait();
+                reported += r;
+                with_argv += a;
+                long_argv += l;
+                cpu += (c1 - c0) as f64 / tck;
+                wall_on += on;
+                slow.push((on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0);
             }
-            if r < expected {
-                eprintln!("round: {r} of {expected} execs reported");
-            }
-            let c1 = cpu_ticks(pid);
-            rss = rss.max(hwm_kib(pid));
-            let _ = agent.child.kill();
-            let _ = agent.child.wait();
-            reported += r;
-            with_argv += a;
-            long_argv += l;
-            cpu += (c1 - c0) as f64 / tck;
-            wall_on += on;
-            slow.push((on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0);
-        }
-        let total = (expected * rounds) as f64;
-        let line = format!(
+            let total = (expected * rounds) as f64;
+            let line = format!(
             "[{source}] {label}: {expected} execs x {rounds} rounds, {workers} workers | reported {:.2}% | with argv {:.2}%{} | beacond CPU {:.2} s for {:.1} s of bursts ({:.1}% of one core, {:.2} s per 10,000 execs) | burst slow-down median {:.1}% (rounds: {})",
             reported as f64 / total * 100.0,
             with_argv as f64 / total * 100.0,
@@ -246,9 +250,9 @@ fn main() {
             median(slow.clone()),
             slow.iter().map(|s| format!("{s:+.1}%")).collect::<Vec<_>>().join(" ")
         );
-        println!("{line}; overrun events {overruns}; beacond peak RSS {rss} KiB");
-        report.push(format!("{line}; peak RSS {rss} KiB"));
-    }
+            println!("{line}; overrun events {overruns}; beacond peak RSS {rss} KiB");
+            report.push(format!("{line}; peak RSS {rss} KiB"));
+        }
     }
     println!("\nside by side:");
     for l in &report {

@@ -55,7 +55,7 @@ fn bash(script: &str) {
 /// Run a sentinel after the scenario and collect every event up to the sentinel's: the
 /// source delivers in order, so everything before it has arrived then.
 fn until_sentinel(agent: &Agent) -> Vec<Value> {
-    let child = Command::new("/usr/bin/perl")
+    let mut child = Command::new("/usr/bin/perl")
         .args(["-e", "select(undef,undef,undef,0.3)", "sentinel"])
         .spawn()
         .expect("sleep");
@@ -72,6 +72,7 @@ fn until_sentinel(agent: &Agent) -> Vec<Value> {
         }
         out.push(e);
     }
+    let _ = child.wait();
     out
 }
 
@@ -322,7 +323,7 @@ fn overrun(source: &str) -> Result<(), String> {
             lost = lost_of(&e).ok_or_else(|| format!("no exact loss count: {e}"))?;
             saw_count = true;
             last = e;
-        } else if e["data"]["recovered"].is_null() && args(&e).iter().any(|a| *a == m) {
+        } else if e["data"]["recovered"].is_null() && args(&e).contains(&m) {
             delivered += 1;
         }
     }

@@ -277,7 +277,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         return Err(cfg.error_here("ring_bytes must be between 4096 and 1073741824"));
     }
     if !(argv_bytes >= 1.0 && argv_bytes <= f64::from(ebpf::ARGV_CAP)) {
-        return Err(cfg.error_here(&format!(
+        return Err(cfg.error_here(format!(
             "argv_max_bytes must be between 1 and {}",
             ebpf::ARGV_CAP
         )));

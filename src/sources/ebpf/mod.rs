@@ -178,10 +178,10 @@ pub struct Reader<T> {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn load(
-    opts: &Options,
-    btf_path: &std::path::Path,
-) -> Result<(aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, u64>), EbpfError> {
+/// The loaded programs, the ring buffer they write to, and their per-CPU loss counters.
+type Loaded = (aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, u64>);
+
+fn load(opts: &Options, btf_path: &std::path::Path) -> Result<Loaded, EbpfError> {
     let btf = Btf::parse_file(btf_path, aya::Endianness::default())
         .map_err(|e| EbpfError::Btf(format!("{}: {e}", btf_path.display())))?;
     let ring = opts
