@@ -56,6 +56,9 @@ pub struct ListeningPorts {
     users: HashMap<u32, Option<String>>,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["protocols", "source", "emitatstartup", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut protocols = PROTOCOLS.to_vec();
     if let Some(node) = cfg.opt("protocols") {

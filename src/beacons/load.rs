@@ -22,6 +22,9 @@ pub struct Load {
     last: Option<[f64; 3]>,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["averages", "onchangeonly", "emitatstartup", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let averages = cfg.require("averages", "a map of 1m, 5m or 15m to [low, high]")?;
     let Some(entries) = averages.as_map() else {
@@ -36,8 +39,8 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     let mut thresholds = [None; 3];
     for (key, value) in entries {
         let Some(i) = KEYS.iter().position(|k| k == key) else {
-            return Err(cfg.error(
-                value.key_pos.as_ref().map_or(value, |_| value),
+            return Err(cfg.error_at_key(
+                value,
                 format!("averages.{key} is not a load average; use 1m, 5m or 15m"),
             ));
         };

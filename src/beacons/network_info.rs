@@ -48,6 +48,9 @@ pub struct NetworkInfo {
     net_dev: PathBuf,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["interfaces", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut interfaces = Vec::new();
     if let Some(node) = cfg.opt("interfaces") {

@@ -29,6 +29,9 @@ pub struct Ps {
     procfs: PathBuf,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["processes", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("processes", "a map of process name to running or stopped")?;
     let Some(entries) = node.as_map() else {

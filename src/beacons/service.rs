@@ -95,6 +95,16 @@ pub struct Service {
     next_tick: Option<Instant>,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
+    "services",
+    "backend",
+    "dbus_address",
+    "systemctl",
+    "systemd_run_dir",
+    "procfs",
+];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("services", "a map of service name to options")?;
     let Some(entries) = node.as_map() else {

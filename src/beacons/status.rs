@@ -16,9 +16,6 @@ use crate::config::{BeaconConfig, ConfigError};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-const FUNCS: [&str; 8] = [
-    "loadavg", "cpustats", "meminfo", "vmstats", "time", "uptime", "nproc", "netdev",
-];
 const DEFAULT: [&str; 5] = ["loadavg", "cpustats", "meminfo", "vmstats", "time"];
 
 pub struct Status {
@@ -27,20 +24,16 @@ pub struct Status {
     procfs: PathBuf,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
+    "loadavg", "cpustats", "meminfo", "vmstats", "time", "uptime", "nproc", "netdev", "procfs",
+];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut funcs = Vec::new();
     for (func, node) in &cfg.items {
         if func == "procfs" || func.starts_with('_') {
             continue;
-        }
-        if !FUNCS.contains(&func.as_str()) {
-            return Err(cfg.error(
-                node.key_pos.as_ref().map_or(node, |_| node),
-                format!(
-                    "'{func}' is not a status function beacond provides ({})",
-                    FUNCS.join(", ")
-                ),
-            ));
         }
         let items: Vec<Value> = match node.as_seq() {
             Some(list) => list.iter().map(|n| n.to_json()).collect(),

@@ -13,6 +13,9 @@ pub struct SwapUsage {
     meminfo: PathBuf,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["percent", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("percent", "a percentage such as 13%")?;
     Ok(Box::new(SwapUsage {

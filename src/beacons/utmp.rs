@@ -470,28 +470,6 @@ pub fn build(
         Kind::Btmp => "/var/log/btmp",
         Kind::Wtmp => "/var/log/wtmp",
     };
-    for (k, v) in &cfg.options {
-        let known: &[&str] = match kind {
-            Kind::Btmp => &["users", "groups", "defaults", "file", "group_file"],
-            Kind::Wtmp => &[
-                "users",
-                "groups",
-                "defaults",
-                "file",
-                "group_file",
-                "ut_type",
-            ],
-        };
-        if !known.contains(&k.as_str()) {
-            return Err(cfg.error(
-                v,
-                format!(
-                    "unknown option '{k}' (expected one of: {})",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
     let mut login_type = USER_PROCESS as i64;
     let mut logout_type = DEAD_PROCESS as i64;
     if let Some(ut) = cfg.opt("ut_type") {
