@@ -5,6 +5,7 @@
 
 use super::{read_text, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -90,18 +91,13 @@ fn kernel_loadavg() -> Result<[f64; 3], BeaconError> {
 
 fn file_loadavg(file: &std::path::Path) -> Result<[f64; 3], BeaconError> {
     let text = read_text(file)?;
-    let mut avgs = [0.0f64; 3];
-    let mut fields = text.split_whitespace();
-    for slot in &mut avgs {
-        *slot = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
-            BeaconError::Message(format!(
-                "{}: unexpected content {:?}",
-                file.display(),
-                text.trim()
-            ))
-        })?;
-    }
-    Ok(avgs)
+    procfs::loadavg(&text).ok_or_else(|| {
+        BeaconError::Message(format!(
+            "{}: unexpected content {:?}",
+            file.display(),
+            text.trim()
+        ))
+    })
 }
 
 /// Python's `float()` accepts numbers and numeric strings.

@@ -4,8 +4,9 @@
 
 use super::{read_text, usage_percent, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct MemUsage {
     threshold: f64,
@@ -23,26 +24,11 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     }))
 }
 
-/// `/proc/meminfo` values in bytes, by field name.
-pub fn meminfo(path: &Path) -> Result<Vec<(String, f64)>, BeaconError> {
-    let text = read_text(path)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let kib: f64 = rest.split_whitespace().next()?.parse().ok()?;
-            Some((name.trim().to_owned(), kib * 1024.0))
-        })
-        .collect())
-}
-
-pub fn field(info: &[(String, f64)], name: &str) -> Option<f64> {
-    info.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-}
-
 impl Beacon for MemUsage {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let info = meminfo(&self.meminfo)?;
+        let text = read_text(&self.meminfo)?;
+        let info = procfs::meminfo(&text);
+        let field = procfs::meminfo_bytes;
         let total = field(&info, "MemTotal").ok_or_else(|| {
             BeaconError::Message(format!("{}: no MemTotal", self.meminfo.display()))
         })?;

@@ -2,9 +2,9 @@
 //!
 //! Options: `percent` (e.g. `13%`), and `procfs` (default `/proc`; beacond's, for fixtures).
 
-use super::memusage::{field, meminfo};
-use super::{usage_percent, Beacon, BeaconError, BuildContext, Data};
+use super::{read_text, usage_percent, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs::{meminfo, meminfo_bytes as field};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -26,7 +26,8 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
 
 impl Beacon for SwapUsage {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let info = meminfo(&self.meminfo)?;
+        let text = read_text(&self.meminfo)?;
+        let info = meminfo(&text);
         let total = field(&info, "SwapTotal").unwrap_or(0.0);
         let free = field(&info, "SwapFree").unwrap_or(0.0);
         let percent = usage_percent(total - free, total);

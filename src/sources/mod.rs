@@ -5,3 +5,4 @@ pub(crate) mod dbus;
 pub mod fswatch;
 pub(crate) mod netlink;
 pub mod proc_connector;
+pub mod procfs;
