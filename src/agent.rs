@@ -26,7 +26,8 @@ pub fn main(cli: Cli) -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     if explicit && !dir.is_dir() {
-        eprintln!("beacond: config directory {} does not exist", dir.display());
+        let why = if dir.exists() { "is not a directory" } else { "does not exist" };
+        eprintln!("beacond: config directory {} {why}", dir.display());
         return ExitCode::from(EXIT_INVALID);
     }
     // The built-in default set only stands in when no config was asked for and none exists.

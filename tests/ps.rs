@@ -15,7 +15,7 @@ impl LongNamed {
         let dir = TempDir::new(label);
         let name = format!("beacondlongname{}", std::process::id());
         let exe = dir.join(&name);
-        std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
+        copy_exe("/bin/sleep", &exe);
         let child = Command::new(&exe).arg("300").spawn().expect("run copy");
         // Wait (bounded) until the kernel shows the exec'd name, not the forked test's.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -37,6 +37,50 @@ impl Drop for LongNamed {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The CI flake of issue 16: copies of an executable, run right after copying while other
+/// threads keep forking, must never fail with ETXTBSY. (With `std::fs::copy` the copy's write
+/// fd leaks into the other threads' children until they exec.)
+#[test]
+fn fresh_copies_run_while_other_threads_fork() {
+    let dir = TempDir::new("etxtbsy");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forkers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = Command::new("/bin/true").status();
+                }
+            })
+        })
+        .collect();
+    let runners: Vec<_> = (0..4)
+        .map(|t| {
+            let base = dir.path().to_owned();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let exe = base.join(format!("true-{t}-{i}"));
+                    copy_exe("/bin/true", &exe);
+                    let status = Command::new(&exe).status();
+                    assert!(
+                        status.as_ref().is_ok_and(|s| s.success()),
+                        "running a fresh copy: {status:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = runners.into_iter().map(|h| h.join()).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in forkers {
+        let _ = f.join();
+    }
+    assert!(
+        results.iter().all(Result::is_ok),
+        "a fresh copy failed to run"
+    );
 }
 
 #[test]

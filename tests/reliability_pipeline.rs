@@ -295,3 +295,147 @@ fn bad_spool_options_are_named() {
     let d = Options::from_minion(&minion(dir.path(), json!({}))).expect("defaults");
     assert_eq!(d, Options::default());
 }
+
+/// A poison event (one the master processes and refuses every time) does not block the spool:
+/// after bounded retries its batch is narrowed down to it, it is quarantined (bounded file,
+/// `beacond/quarantined` event) and every other event, older and newer, is delivered.
+#[test]
+fn a_refused_event_is_quarantined_and_the_rest_flows() {
+    let dir = common::beacond::TempDir::new("poison");
+    let opts = Options::from_minion(&minion(
+        dir.path(),
+        json!({"beacond_rate_per_beacon": 0, "beacond_rate_global": 0,
+               "beacond_status_interval": 0, "beacond_replay_batch": 16,
+               "beacond_replay_rate": 100000}),
+    ))
+    .expect("options");
+    let spool_dir = dir.join("spool");
+    let spool = Spool::open(&spool_dir, opts.max_bytes).expect("spool");
+    let mut sink = Sink::new(true);
+    sink.refuse_if = Some(Arc::new(|e: &Event| e.data.get("poison").is_some()));
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel(4096);
+    let total = 100;
+    rt().block_on(async {
+        let task = tokio::spawn(pipeline::run(
+            "m1".into(),
+            opts,
+            spool,
+            sink.clone(),
+            rx,
+            stats.clone(),
+        ));
+        for i in 0..total {
+            let mut e = ev("a", i);
+            if i == 7 {
+                e.data.insert("poison".into(), json!(true));
+            }
+            tx.send(e).await.expect("send");
+        }
+        until(
+            Duration::from_secs(30),
+            "all but the poison delivered",
+            || stats.sent.load(Ordering::SeqCst) >= total as u64,
+        )
+        .await;
+        // Newer events still flow after the quarantine.
+        tx.send(ev("late", total)).await.expect("send");
+        until(Duration::from_secs(10), "a later event delivered", || {
+            stats.sent.load(Ordering::SeqCst) > total as u64
+        })
+        .await;
+        drop(tx);
+        let spool = task.await.expect("pipeline");
+        assert!(spool.is_empty());
+    });
+    assert_eq!(stats.quarantined.load(Ordering::SeqCst), 1);
+    let rec = sink.rec.lock().expect("lock");
+    let ns: BTreeSet<u64> = rec
+        .events
+        .iter()
+        .filter_map(|e| e.data.get("n").and_then(Value::as_u64))
+        .collect();
+    let want: BTreeSet<u64> = (0..=total as u64).filter(|n| *n != 7).collect();
+    assert_eq!(ns, want, "every event but the poison delivered");
+    let reports: Vec<_> = rec
+        .events
+        .iter()
+        .filter(|e| e.tag == "salt/beacon/m1/beacond/quarantined")
+        .collect();
+    assert_eq!(reports.len(), 1, "one quarantine report");
+    let d = &reports[0].data;
+    assert_eq!(d["count"], 1);
+    assert_eq!(d["beacons"]["a"], 1);
+    assert!(d["reason"].as_str().unwrap_or("").contains("exception"));
+    let q = std::fs::read_to_string(spool_dir.join("quarantine.jsonl")).expect("quarantine");
+    assert_eq!(q.lines().count(), 1);
+    assert!(
+        q.contains("\"poison\":true") && q.contains("\"n\":7"),
+        "{q}"
+    );
+    // Bounded retries: each size tried MAX_REFUSALS times, halving from at most 16 down to 1.
+    let refused = sink.refused.lock().expect("lock");
+    assert!(
+        refused.len() <= 5 * pipeline::MAX_REFUSALS as usize,
+        "{refused:?}"
+    );
+    assert_eq!(refused.last(), Some(&1));
+}
+
+/// A master that refuses *every* event (its handler broken, not one poison event) must not
+/// drain the spool into the quarantine: after two quarantines without a delivery in between,
+/// the next ones wait a growing pause, so the events stay in the spool. (Before the pause,
+/// one event went to the quarantine every ~0.3 s, its report event after it, without end.)
+#[test]
+fn a_master_refusing_everything_does_not_drain_the_spool() {
+    let dir = common::beacond::TempDir::new("refuseall");
+    let opts = Options::from_minion(&minion(
+        dir.path(),
+        json!({"beacond_rate_per_beacon": 0, "beacond_rate_global": 0,
+               "beacond_status_interval": 0, "beacond_replay_batch": 4,
+               "beacond_replay_rate": 100000, "beacond_flush_timeout": 0}),
+    ))
+    .expect("options");
+    let spool = Spool::open(&dir.join("spool"), opts.max_bytes).expect("spool");
+    let mut sink = Sink::new(true);
+    sink.refuse_if = Some(Arc::new(|_: &Event| true));
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel(4096);
+    let total = 40;
+    let window = Duration::from_secs(4);
+    let spool = rt().block_on(async {
+        let task = tokio::spawn(pipeline::run(
+            "m1".into(),
+            opts,
+            spool,
+            sink.clone(),
+            rx,
+            stats.clone(),
+        ));
+        for i in 0..total {
+            tx.send(ev("a", i)).await.expect("send");
+        }
+        // The first two quarantines come without a pause (batch 4 → 2 → 1, then 1).
+        until(Duration::from_secs(30), "two quarantines", || {
+            stats.quarantined.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        // Then at most one more in the next 4 s (paused 1 s, then 2 s, then 4 s); without the
+        // pause about 13 would go (3 refusals at 0.1 s each per event).
+        tokio::time::sleep(window).await;
+        drop(tx);
+        task.await.expect("pipeline")
+    });
+    let quarantined = stats.quarantined.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&quarantined),
+        "quarantined {quarantined} in {window:?}"
+    );
+    assert_eq!(stats.sent.load(Ordering::SeqCst), 0);
+    // The events not quarantined are still in the spool (plus the quarantine reports).
+    assert!(
+        spool.pending() >= total as u64 - quarantined,
+        "pending {}",
+        spool.pending()
+    );
+}

@@ -62,7 +62,7 @@ fn ps_and_network_info_match_salt() {
     let dir = TempDir::new("conf-ps");
     let name = format!("beacondconform{}", std::process::id());
     let exe = dir.join(&name);
-    std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
+    copy_exe("/bin/sleep", &exe);
     let mut child = Command::new(&exe).arg("300").spawn().expect("run");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !std::fs::read_to_string(format!("/proc/{}/stat", child.id()))

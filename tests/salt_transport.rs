@@ -10,9 +10,10 @@ mod common;
 
 use beacond::config::minion::MinionOpts;
 use beacond::event::Event;
+use beacond::spool::{pipeline, stats::Stats, store::Spool, Options};
 use beacond::transport::salt::channel::LinkState;
 use beacond::transport::salt::crypto::{clean_key, pem_finger};
-use beacond::transport::salt::{forward_with, Backlog, Masters, MemQueue, TransportError};
+use beacond::transport::salt::{Masters, TransportError};
 use common::salt::{marker_reactor, require_salt, EventStream, Master, MasterOptions, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -31,11 +32,29 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// The normal mode's sender on its own thread (the test thread blocks on the master).
-fn spawn_sender(masters: Masters) -> (mpsc::Sender<Event>, std::thread::JoinHandle<MemQueue>) {
+/// The normal mode's pipeline (spool in `spool_dir`) on its own thread (the test thread
+/// blocks on the master). Returns the spool at the end: what it holds was not delivered.
+fn spawn_sender(
+    masters: Masters,
+    spool_dir: &Path,
+) -> (mpsc::Sender<Event>, std::thread::JoinHandle<Spool>) {
     let (tx, rx) = mpsc::channel(64);
-    let h =
-        std::thread::spawn(move || rt().block_on(forward_with(masters, rx, MemQueue::new(1000))));
+    let opts = Options {
+        status_interval: Duration::ZERO,
+        ..Options::default()
+    };
+    let spool = Spool::open(spool_dir, opts.max_bytes).expect("spool");
+    let id = masters.id().to_owned();
+    let h = std::thread::spawn(move || {
+        rt().block_on(pipeline::run(
+            id,
+            opts,
+            spool,
+            masters,
+            rx,
+            std::sync::Arc::new(Stats::default()),
+        ))
+    });
     (tx, h)
 }
 
@@ -81,7 +100,7 @@ fn event(id: &str, beacon: &str, sub: &str, data: Value) -> Event {
 }
 
 /// The bus event with exactly this tag; its data must be the event's data (as sent) with the
-/// minion id.
+/// minion id (plus the `beacond_uid` the spool gives each event it sends).
 fn expect_event(bus: &EventStream, ev: &Event) -> Value {
     let got = bus
         .wait_for(EVENT_WAIT, |e| e["tag"] == ev.tag.as_str())
@@ -89,7 +108,12 @@ fn expect_event(bus: &EventStream, ev: &Event) -> Value {
     let data = &got["data"];
     let keys: BTreeSet<&str> = data
         .as_object()
-        .map(|m| m.keys().map(String::as_str).collect())
+        .map(|m| {
+            m.keys()
+                .map(String::as_str)
+                .filter(|k| *k != "beacond_uid" || ev.data.contains_key(*k))
+                .collect()
+        })
         .unwrap_or_default();
     let want: BTreeSet<&str> = ev.data.keys().map(String::as_str).collect();
     assert_eq!(keys, want, "data keys of {}", ev.tag);
@@ -258,7 +282,7 @@ fn series_suite(series: &str) {
     assert!(master.keys_in("minions").contains(&id));
     // The sender task rides out a master restart: events sent while it is down arrive once
     // it is back, without restarting anything on our side.
-    let (tx, sender) = spawn_sender(masters);
+    let (tx, sender) = spawn_sender(masters, &dir.path().join("spool"));
     let before = event(&id, "probe", "before", json!({"phase": 1}));
     tx.blocking_send(before.clone()).expect("send");
     expect_event(&bus, &before);
@@ -292,7 +316,7 @@ fn series_suite(series: &str) {
     }
     drop(tx);
     let left = sender.join().expect("sender thread");
-    assert_eq!(left.len(), 0);
+    assert!(left.is_empty(), "{} undelivered", left.pending());
 
     phase("restart ridden out");
     // A different master (another key) on the address of a cached one: refused, saying why.
@@ -324,7 +348,7 @@ fn series_suite(series: &str) {
     // One listener for both salt/auth and salt/beacon/ (each costs a Python process).
     let bus2 = strict.events("salt/");
     let m2 = Masters::new(&minion(&id2, &pki2, &[&strict], json!({}))).expect("keys");
-    let (tx, sender) = spawn_sender(m2);
+    let (tx, sender) = spawn_sender(m2, &dir.path().join("spool2"));
     let waiting = event(&id2, "probe", "waiting", json!({"k": "v"}));
     tx.blocking_send(waiting.clone()).expect("send");
     bus2.wait_for(EVENT_WAIT, |e| {
@@ -336,7 +360,7 @@ fn series_suite(series: &str) {
     expect_event(&bus2, &waiting);
     drop(tx);
     let left = sender.join().expect("sender thread");
-    assert_eq!(left.len(), 0);
+    assert!(left.is_empty(), "{} undelivered", left.pending());
     phase("pending key accepted");
 }
 

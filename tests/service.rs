@@ -167,6 +167,46 @@ fn dbus_onchangeonly_fires_once_per_real_change() {
     assert!(rest.is_empty(), "unexpected events: {rest:?}");
 }
 
+/// Any local client can send a signal straight to beacond's connection: only systemd's own
+/// (the current owner of org.freedesktop.systemd1) may count. A second connection claims the
+/// name in a forged NameOwnerChanged and forges "nginx failed": no event; systemd's real change
+/// still gives one.
+#[test]
+fn dbus_ignores_signals_not_sent_by_systemd() {
+    let bus = PrivateBus::start("svc-forge");
+    let mut systemd = FakeSystemd::start(&bus, &["nginx.service=active", "sshd.service=inactive"]);
+    let cfg = ConfigDir::new("svcforge", "").dropin(
+        "beacons.conf",
+        &format!(
+            "beacons:\n  service:\n    - services:\n        nginx:\n          onchangeonly: True\n        sshd:\n          onchangeonly: True\n    - dbus_address: '{}'\n    - backend: dbus\n",
+            bus.address
+        ),
+    );
+    let agent = Agent::start(cfg.path(), &[]);
+    agent.wait_for(T, "nginx running at startup", |e| is(e, "nginx", true));
+    agent.wait_for(T, "sshd stopped at startup", |e| is(e, "sshd", false));
+    systemd.send("forge nginx.service failed");
+    // A real change sent after the forgery: once its event is here, the forgery was handled.
+    systemd.send("set sshd.service active");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + T;
+    while !seen.iter().any(|e| is(e, "sshd", true)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match agent.next(left) {
+            Some(e) => seen.push(e),
+            None => panic!("no sshd running event; stderr:\n{}", agent.stderr()),
+        }
+    }
+    seen.extend(agent.collect_for(Duration::from_millis(500)));
+    assert!(
+        !seen.iter().any(|e| is(e, "nginx", false)),
+        "a forged signal made an event: {seen:?}"
+    );
+    // systemd itself is still heard (the forged NameOwnerChanged did not replace it).
+    systemd.send("set nginx.service failed");
+    agent.wait_for(T, "nginx stopped (real)", |e| is(e, "nginx", false));
+}
+
 #[test]
 fn dbus_without_onchangeonly_fires_every_interval_as_salt() {
     let bus = PrivateBus::start("svc-bus2");
@@ -227,19 +267,13 @@ fn falls_back_to_polling_systemctl_without_a_bus() {
     std::fs::create_dir_all(&states).expect("states");
     std::fs::write(states.join("nginx.service"), "active").expect("state");
     let script = dir.join("systemctl");
-    std::fs::write(
+    write_exe(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n# stand-in for `systemctl show --property=ActiveState -- UNIT...`\n[ \"$1\" = show ] || exit 1\nfor u in \"$@\"; do case \"$u\" in show|--*) ;; *) echo \"ActiveState=$(cat {}/$u 2>/dev/null || echo inactive)\"; echo;; esac; done\n",
             states.display()
         ),
-    )
-    .expect("script");
-    std::process::Command::new("chmod")
-        .args(["+x"])
-        .arg(&script)
-        .status()
-        .expect("chmod");
+    );
     let cfg = ConfigDir::new("svc4", "").dropin(
         "beacons.conf",
         &format!(

@@ -30,8 +30,8 @@ fn shells(label: &str) -> Shells {
     let dir = TempDir::new(label);
     let bash = dir.join("tbash");
     let dash = dir.join("tdash");
-    std::fs::copy("/bin/bash", &bash).expect("copy bash");
-    std::fs::copy("/bin/dash", &dash).expect("copy dash");
+    copy_exe("/bin/bash", &bash);
+    copy_exe("/bin/dash", &dash);
     let file = dir.join("shells");
     std::fs::write(
         &file,

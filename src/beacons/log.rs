@@ -48,6 +48,10 @@ struct Follow {
     dev: u64,
     ino: u64,
     pos: u64,
+    /// Inside a line longer than `MAX_READ`, dropping bytes up to its newline.
+    skipping: bool,
+    /// Such lines dropped since the last evaluation reported them.
+    skipped: u64,
 }
 
 /// The options this beacon takes (checked by `beacons::build`).
@@ -129,6 +133,8 @@ impl Follow {
             dev: m.dev(),
             ino: m.ino(),
             pos: 0,
+            skipping: false,
+            skipped: 0,
         })
     }
 
@@ -139,9 +145,25 @@ impl Follow {
             let mut buf = Vec::new();
             (&mut self.file).take(MAX_READ).read_to_end(&mut buf)?;
             let Some(last) = buf.iter().rposition(|&b| b == b'\n') else {
+                if buf.len() as u64 >= MAX_READ {
+                    // A line longer than MAX_READ (a binary file, a runaway writer): waiting for
+                    // its newline would stop the beacon for good, keeping it would make a
+                    // 16 MiB event. It is dropped, counted and reported.
+                    if !self.skipping {
+                        self.skipping = true;
+                        self.skipped += 1;
+                    }
+                    self.pos += buf.len() as u64;
+                    continue;
+                }
                 return Ok(());
             };
-            for line in buf[..last].split(|&b| b == b'\n') {
+            let mut lines = buf[..last].split(|&b| b == b'\n');
+            if std::mem::take(&mut self.skipping) {
+                // The tail of the over-long line.
+                lines.next();
+            }
+            for line in lines {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 out.push(String::from_utf8_lossy(line).into_owned());
             }
@@ -356,6 +378,18 @@ impl Beacon for LogBeacon {
         }
         if self.cur.as_ref().map(|f| (f.ino, f.pos)) != before {
             self.save()?;
+        }
+        let skipped: u64 = [&mut self.cur, &mut self.old]
+            .into_iter()
+            .flatten()
+            .map(|f| std::mem::take(&mut f.skipped))
+            .sum();
+        if skipped > 0 && self.notice.is_none() {
+            self.notice = Some(format!(
+                "{}: {skipped} line(s) longer than {} MiB skipped",
+                self.path.display(),
+                MAX_READ >> 20
+            ));
         }
         let mut out = Vec::new();
         if let Some(msg) = self.notice.take() {

@@ -25,7 +25,7 @@
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::{Node, Yaml};
 use crate::config::{BeaconConfig, ConfigError};
-use crate::sources::dbus::{self, Conn, Message, Val};
+use crate::sources::dbus::{self, Conn, Message, NameOwner, Val};
 use crate::sources::procfs;
 use fancy_regex::Regex;
 use serde_json::{Map, Value};
@@ -80,6 +80,8 @@ struct Bus {
     pending: Vec<Message>,
     /// Outstanding `Get ActiveState` calls: serial → service index.
     gets: HashMap<u32, usize>,
+    /// systemd's unique name: only its messages count (anyone can send us a signal).
+    systemd: NameOwner,
 }
 
 pub struct Service {
@@ -300,6 +302,9 @@ impl Service {
             )
             .map_err(|e| io_err(&what, e))?;
         }
+        // After the NameOwnerChanged rule: no change of owner can fall in between.
+        let systemd = NameOwner::query(&mut conn, SYSTEMD, &mut pending)
+            .map_err(|e| io_err(&format!("{what}: who owns {SYSTEMD}"), e))?;
         conn.call_wait(
             SYSTEMD,
             MANAGER_PATH,
@@ -359,6 +364,7 @@ impl Service {
             conn,
             pending,
             gets: HashMap::new(),
+            systemd,
         });
         Ok(())
     }
@@ -369,6 +375,27 @@ impl Service {
             return Ok(());
         };
         let member = m.member.as_deref().unwrap_or_default();
+        if let Some(new_owner) = bus.systemd.observe(&m) {
+            // Replies still due from a previous owner are dropped by the sender check.
+            bus.gets.clear();
+            if new_owner.is_some() {
+                // systemd re-executed or came back: subscribe again and re-read.
+                bus.conn
+                    .call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe", &[])
+                    .map_err(|e| io_err("D-Bus", e))?;
+                for i in 0..self.services.len() {
+                    self.get_state(i)?;
+                }
+            }
+            return Ok(());
+        }
+        if !bus.systemd.sent(&m) {
+            // Not from systemd (a forged signal, a stray reply): ignored.
+            if m.kind == dbus::SIGNAL {
+                tracing::debug!(sender = ?m.sender, member, "service: ignoring a D-Bus signal not sent by systemd");
+            }
+            return Ok(());
+        }
         match m.kind {
             dbus::METHOD_RETURN | dbus::ERROR => {
                 let Some(i) = m.reply_serial.and_then(|r| bus.gets.remove(&r)) else {
@@ -441,18 +468,6 @@ impl Service {
             dbus::SIGNAL if member == "Reloading" && m.body.first() == Some(&Val::Bool(false)) => {
                 for i in 0..self.services.len() {
                     self.get_state(i)?;
-                }
-            }
-            dbus::SIGNAL if member == "NameOwnerChanged" => {
-                let new_owner = m.body.get(2).and_then(Val::as_str).unwrap_or_default();
-                if !new_owner.is_empty() {
-                    // systemd re-executed or came back: subscribe again and re-read.
-                    bus.conn
-                        .call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe", &[])
-                        .map_err(|e| io_err("D-Bus", e))?;
-                    for i in 0..self.services.len() {
-                        self.get_state(i)?;
-                    }
                 }
             }
             _ => {}

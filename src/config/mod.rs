@@ -62,7 +62,7 @@ pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
     let mut files = Vec::new();
     let main_file = dir.join("minion");
     let mut top: Vec<(String, Node)> = Vec::new();
-    if main_file.is_file() {
+    if config_file(&main_file, &mut errors) {
         files.push(main_file.clone());
         if let Some(map) = read_map(&main_file, &mut errors) {
             top = map;
@@ -71,7 +71,8 @@ pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
     let mut includes: Vec<PathBuf> = match std::fs::read_dir(dir.join("minion.d")) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "conf") && p.is_file())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .filter(|p| config_file(p, &mut errors))
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -113,10 +114,54 @@ pub fn load_dir(dir: &Path, allow_builtin: bool) -> Loaded {
     }
 }
 
+/// The largest config file read: Salt's are kilobytes; a bigger one is a mistake, not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Whether `path` is a config file to read: a regular file (symlinks followed). A missing file
+/// is no error; a directory, FIFO, device or symlink loop under a config name is one (a FIFO
+/// would block the reader, and skipping any of them silently hides the operator's mistake).
+fn config_file(path: &Path, errors: &mut Vec<ConfigError>) -> bool {
+    let name = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => true,
+        Ok(m) => {
+            let kind = if m.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+            errors.push(ConfigError::new(
+                None,
+                format!("{name}: not a regular file ({kind}): not read"),
+            ));
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => {
+            false
+        }
+        Err(e) => {
+            errors.push(ConfigError::new(None, format!("{name}: cannot read: {e}")));
+            false
+        }
+    }
+}
+
+/// At most `MAX_CONFIG_BYTES` of `file`, or why not.
+fn read_bounded(file: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Load a file that must hold a map (or nothing).
 fn read_map(file: &Path, errors: &mut Vec<ConfigError>) -> Option<Vec<(String, Node)>> {
     let name = file.display().to_string();
-    let text = match std::fs::read(file) {
+    let text = match read_bounded(file) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(_) => {

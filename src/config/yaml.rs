@@ -4,7 +4,7 @@
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -156,6 +156,13 @@ impl Node {
     }
 }
 
+/// Nodes one document may build (~100 bytes each): a real minion config has thousands.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Nodes aliases may copy in one document: an alias bomb ("billion laughs", 9 anchors of 9
+/// aliases each) asks for 387 million, which would take the agent's memory with it.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// Parse the first document of `text` (an empty file gives `None`, as PyYAML's `safe_load`).
 pub fn parse(file: &str, text: &str) -> Result<Option<Node>, YamlError> {
     let file: Arc<str> = Arc::from(file);
@@ -164,6 +171,8 @@ pub fn parse(file: &str, text: &str) -> Result<Option<Node>, YamlError> {
         anchors: HashMap::new(),
         stack: Vec::new(),
         root: None,
+        nodes: 0,
+        alias_nodes: 0,
     };
     let mut parser = Parser::new_from_str(text);
     let mut docs = 0;
@@ -204,11 +213,16 @@ enum Frame {
         anchor: usize,
         pos: Pos,
         items: Vec<Node>,
+        /// `Builder::nodes` when the collection started (its size is counted from there).
+        start: usize,
     },
     Map {
         anchor: usize,
         pos: Pos,
         entries: Vec<(String, Node)>,
+        /// The keys of `entries`, so a duplicate is found without a scan (a 10 MB map).
+        keys: HashSet<String>,
+        start: usize,
         /// A key waiting for its value.
         key: Option<Node>,
         /// Keys taken from `<<` merges, which explicit keys may override.
@@ -218,9 +232,14 @@ enum Frame {
 
 struct Builder {
     file: Arc<str>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with the number of nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
     stack: Vec<Frame>,
     root: Option<Node>,
+    /// Nodes built so far, alias copies included (bounded by `MAX_NODES`).
+    nodes: usize,
+    /// Of which copies made by aliases (bounded by `MAX_ALIAS_NODES`).
+    alias_nodes: usize,
 }
 
 impl Builder {
@@ -230,6 +249,20 @@ impl Builder {
             line: span.start.line(),
             col: span.start.col() + 1,
         }
+    }
+
+    /// Count `n` more nodes, refusing a document that grows past `MAX_NODES`.
+    fn count(&mut self, n: usize, pos: &Pos) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                pos: pos.clone(),
+                message: format!(
+                    "document too large: more than {MAX_NODES} values (counting every alias expansion)"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
@@ -242,36 +275,57 @@ impl Builder {
                         pos: pos.clone(),
                         message,
                     })?;
+                self.count(1, &pos)?;
                 let node = Node {
                     value,
                     pos,
                     key_pos: None,
                 };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
                 self.push(node)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                let size = self.anchors.get(&id).map(|(_, n)| *n).ok_or_else(|| YamlError {
                     pos: pos.clone(),
                     message: "found undefined alias".into(),
                 })?;
-                self.push(node)
+                // Counted before the copy is made: the bomb is refused, not built.
+                self.alias_nodes = self.alias_nodes.saturating_add(size);
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(YamlError {
+                        pos,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?)"
+                        ),
+                    });
+                }
+                self.count(size, &pos)?;
+                let node = self.anchors.get(&id).map(|(n, _)| n.clone());
+                match node {
+                    Some(node) => self.push(node),
+                    None => Ok(()),
+                }
             }
             Event::SequenceStart(anchor, _) => {
+                self.count(1, &pos)?;
                 self.stack.push(Frame::Seq {
                     anchor,
                     pos,
                     items: Vec::new(),
+                    start: self.nodes,
                 });
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
+                self.count(1, &pos)?;
                 self.stack.push(Frame::Map {
                     anchor,
                     pos,
                     entries: Vec::new(),
+                    keys: HashSet::new(),
+                    start: self.nodes,
                     key: None,
                     merged: Vec::new(),
                 });
@@ -279,14 +333,20 @@ impl Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    Some(Frame::Seq { anchor, pos, items }) => {
+                    Some(Frame::Seq {
+                        anchor,
+                        pos,
+                        items,
+                        start,
+                    }) => {
                         let node = Node {
                             value: Yaml::Seq(items),
                             pos,
                             key_pos: None,
                         };
                         if anchor > 0 {
-                            self.anchors.insert(anchor, node.clone());
+                            let size = self.nodes - start + 1;
+                            self.anchors.insert(anchor, (node.clone(), size));
                         }
                         node
                     }
@@ -294,6 +354,7 @@ impl Builder {
                         anchor,
                         pos,
                         entries,
+                        start,
                         ..
                     }) => {
                         let node = Node {
@@ -302,7 +363,8 @@ impl Builder {
                             key_pos: None,
                         };
                         if anchor > 0 {
-                            self.anchors.insert(anchor, node.clone());
+                            let size = self.nodes - start + 1;
+                            self.anchors.insert(anchor, (node.clone(), size));
                         }
                         node
                     }
@@ -326,6 +388,7 @@ impl Builder {
             }
             Some(Frame::Map {
                 entries,
+                keys,
                 key,
                 merged,
                 ..
@@ -337,14 +400,16 @@ impl Builder {
                 };
                 node.key_pos = Some(k.pos.clone());
                 if matches!(&k.value, Yaml::Str(s) if s == "<<") {
-                    return merge_key(entries, merged, node);
+                    return merge_key(entries, keys, merged, node);
                 }
                 let name = key_string(&k).ok_or_else(|| YamlError {
                     pos: k.pos.clone(),
                     message: format!("found unacceptable key ({})", k.kind()),
                 })?;
-                if let Some(i) = entries.iter().position(|(e, _)| *e == name) {
-                    if let Some(m) = merged.iter().position(|m| *m == name) {
+                if !keys.insert(name.clone()) {
+                    let slot = entries.iter().position(|(e, _)| *e == name);
+                    let from_merge = merged.iter().position(|m| *m == name);
+                    if let (Some(i), Some(m)) = (slot, from_merge) {
                         // An explicit key overrides the one a `<<` merge brought in.
                         merged.remove(m);
                         entries[i].1 = node;
@@ -365,6 +430,7 @@ impl Builder {
 /// YAML merge keys (`<<: *base`), as PyYAML's SafeLoader flattens them.
 fn merge_key(
     entries: &mut Vec<(String, Node)>,
+    keys: &mut HashSet<String>,
     merged: &mut Vec<String>,
     value: Node,
 ) -> Result<(), YamlError> {
@@ -386,7 +452,7 @@ fn merge_key(
             });
         };
         for (k, v) in src {
-            if !entries.iter().any(|(e, _)| *e == k) {
+            if keys.insert(k.clone()) {
                 merged.push(k.clone());
                 entries.push((k, v));
             }

@@ -50,6 +50,64 @@ pub struct Message {
     pub body: Vec<Val>,
 }
 
+/// The bus daemon's own name: the sender of `NameOwnerChanged`, which no client can own.
+pub const BUS_NAME: &str = "org.freedesktop.DBus";
+
+/// Who may speak for a well-known name (`org.freedesktop.systemd1`): its current owner's
+/// unique name, from `GetNameOwner` and then the bus's `NameOwnerChanged` signals.
+///
+/// Any client can send a signal addressed to us with any path and body; the bus only
+/// guarantees the `sender` field. So a signal counts only when its sender is this owner (a
+/// match rule's `sender=` filters broadcasts, not unicast signals sent straight to us).
+#[derive(Debug, Clone)]
+pub struct NameOwner {
+    name: String,
+    owner: Option<String>,
+}
+
+impl NameOwner {
+    /// Ask the bus who owns `name` now. Subscribe to `NameOwnerChanged` for `name` first, so no
+    /// change falls between the two.
+    pub fn query(conn: &mut Conn, name: &str, pending: &mut Vec<Message>) -> io::Result<Self> {
+        let reply = conn.call_wait(
+            BUS_NAME,
+            "/org/freedesktop/DBus",
+            BUS_NAME,
+            "GetNameOwner",
+            &[name],
+            pending,
+        )?;
+        let owner = reply.body.first().and_then(Val::as_str).map(str::to_owned);
+        if reply.sender.as_deref() != Some(BUS_NAME) || owner.is_none() {
+            return Err(bad("GetNameOwner: no owner in the bus's reply"));
+        }
+        Ok(NameOwner {
+            name: name.to_owned(),
+            owner,
+        })
+    }
+
+    /// Follow a `NameOwnerChanged` for our name sent by the bus itself. Returns the new owner
+    /// when `m` is one (`Some(None)`: the name was released).
+    pub fn observe(&mut self, m: &Message) -> Option<Option<&str>> {
+        if m.kind != SIGNAL
+            || m.member.as_deref() != Some("NameOwnerChanged")
+            || m.sender.as_deref() != Some(BUS_NAME)
+            || m.body.first().and_then(Val::as_str) != Some(self.name.as_str())
+        {
+            return None;
+        }
+        let new = m.body.get(2).and_then(Val::as_str).unwrap_or_default();
+        self.owner = (!new.is_empty()).then(|| new.to_owned());
+        Some(self.owner.as_deref())
+    }
+
+    /// `m` was sent by the name's current owner.
+    pub fn sent(&self, m: &Message) -> bool {
+        self.owner.is_some() && m.sender == self.owner
+    }
+}
+
 /// A connection; the socket closes on drop.
 pub struct Conn {
     pub stream: UnixStream,
@@ -488,6 +546,50 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signal(sender: &str, member: &str, body: Vec<Val>) -> Message {
+        Message {
+            kind: SIGNAL,
+            sender: Some(sender.into()),
+            member: Some(member.into()),
+            body,
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn name_owner_follows_only_the_bus() {
+        let mut o = NameOwner {
+            name: "org.freedesktop.systemd1".into(),
+            owner: Some(":1.1".into()),
+        };
+        let s = |v: &str| Val::Str(v.into());
+        assert!(o.sent(&signal(":1.1", "PropertiesChanged", vec![])));
+        assert!(!o.sent(&signal(":1.9", "PropertiesChanged", vec![])));
+        // A client claiming the name in its own NameOwnerChanged is not the bus.
+        let forged = vec![s("org.freedesktop.systemd1"), s(":1.1"), s(":1.9")];
+        assert_eq!(
+            o.observe(&signal(":1.9", "NameOwnerChanged", forged.clone())),
+            None
+        );
+        assert!(o.sent(&signal(":1.1", "x", vec![])));
+        assert_eq!(
+            o.observe(&signal(BUS_NAME, "NameOwnerChanged", forged)),
+            Some(Some(":1.9"))
+        );
+        assert!(!o.sent(&signal(":1.1", "x", vec![])));
+        let gone = vec![s("org.freedesktop.systemd1"), s(":1.9"), s("")];
+        assert_eq!(
+            o.observe(&signal(BUS_NAME, "NameOwnerChanged", gone)),
+            Some(None)
+        );
+        assert!(!o.sent(&signal(":1.9", "x", vec![])));
+        let other = vec![s("org.example"), s(""), s(":1.5")];
+        assert_eq!(
+            o.observe(&signal(BUS_NAME, "NameOwnerChanged", other)),
+            None
+        );
+    }
 
     #[test]
     fn decodes_properties_changed_body() {

@@ -6,3 +6,4 @@ pub mod fswatch;
 pub(crate) mod netlink;
 pub mod proc_connector;
 pub mod procfs;
+pub mod utmp;

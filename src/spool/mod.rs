@@ -17,9 +17,13 @@
 //! - `beacond_status_interval` (300 s, `0` = off): the `salt/beacon/<id>/beacond/status` event.
 //! - `beacond_flush_timeout` (5 s): how long SIGTERM waits for the master before leaving the
 //!   rest in the spool.
+//!
+//! An event the master refuses (not: is away) is retried, then quarantined in
+//! `<spool dir>/quarantine.jsonl` (bounded) and reported as `beacond/quarantined`.
 
 pub mod limit;
 pub mod pipeline;
+pub mod quarantine;
 pub mod stats;
 pub mod store;
 

@@ -10,12 +10,20 @@
 //! `beacond_replay_rate` events/s. While a backlog drains, up to half of every batch is made
 //! of new events (sent ahead of the backlog and remembered in the spool's ack file), so fresh
 //! events are not stuck behind an hour of backlog.
+//!
+//! A batch the master refuses ([`DeliveryError::Refused`]: it processed the load and declined
+//! it, so resending the same batch cannot help) is tried [`MAX_REFUSALS`] times, then halved,
+//! until the refused event is alone; that one is moved to the [`quarantine`] file and reported
+//! as a `beacond/quarantined` event, and the rest of the spool flows again. A master that is
+//! away ([`DeliveryError::Unavailable`]) only delays: nothing is quarantined for it.
 
 use super::limit::Limiter;
+use super::quarantine;
 use super::stats::Stats;
 use super::store::{Spool, SpoolError};
 use super::Options;
 use crate::event::Event;
+pub use crate::transport::salt::DeliveryError;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +39,7 @@ pub trait Deliver: Send + 'static {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
     /// When trying again can succeed (`None`: now).
     fn next_attempt(&self) -> Option<Instant>;
 }
@@ -40,11 +48,11 @@ impl Deliver for crate::transport::salt::Masters {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             crate::transport::salt::Masters::deliver(self, batch)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(DeliveryError::from)
         })
     }
     fn next_attempt(&self) -> Option<Instant> {
@@ -59,6 +67,23 @@ const DRAIN_MAX: usize = 1024;
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Least wait after a failed delivery.
 const RETRY_FLOOR: Duration = Duration::from_millis(100);
+/// Refusals of the same batch before it is halved (or, alone, quarantined).
+pub const MAX_REFUSALS: u32 = 3;
+/// Pause after the second quarantine in a row without a delivery in between, doubled for
+/// each further one up to [`QUARANTINE_PAUSE_MAX`]: a master that refuses *every* event (its
+/// handler broken) is no poison batch, and must not drain the spool into the quarantine.
+pub const QUARANTINE_PAUSE: Duration = Duration::from_secs(1);
+pub const QUARANTINE_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait after the `streak`-th quarantine since the last delivery.
+fn quarantine_pause(streak: u32) -> Duration {
+    match streak {
+        0 | 1 => Duration::ZERO,
+        n => QUARANTINE_PAUSE
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(QUARANTINE_PAUSE_MAX),
+    }
+}
 
 struct InFlight {
     /// Last seq read from the backlog (0: none) and how many backlog events were sent.
@@ -69,7 +94,7 @@ struct InFlight {
     n: usize,
 }
 
-type Reply = Result<(), String>;
+type Reply = Result<(), DeliveryError>;
 
 /// Run until `rx` is closed and the spool is flushed (or `opts.flush_timeout` passed). Returns
 /// the spool (what it still holds is sent by the next run).
@@ -84,12 +109,17 @@ pub async fn run<D: Deliver>(
     // The transport runs on its own task so that events keep being spooled while a request
     // waits for a master.
     let (req_tx, mut req_rx) = mpsc::channel::<Vec<Event>>(1);
-    let (rep_tx, mut rep_rx) = mpsc::channel::<(Reply, Option<Instant>)>(1);
+    // The batch comes back with the reply (a refused one may go to the quarantine).
+    let (rep_tx, mut rep_rx) = mpsc::channel::<(Reply, Option<Instant>, Vec<Event>)>(1);
     let sender = tokio::spawn(async move {
         let mut deliver = deliver;
         while let Some(batch) = req_rx.recv().await {
             let r = deliver.deliver(&batch).await;
-            if rep_tx.send((r, deliver.next_attempt())).await.is_err() {
+            if rep_tx
+                .send((r, deliver.next_attempt(), batch))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -100,6 +130,13 @@ pub async fn run<D: Deliver>(
     let mut inflight: Option<InFlight> = None;
     let mut next_try = Instant::now();
     let mut failures = 0u32;
+    // Refusals of the batch at the head, and the batch size while narrowing one down.
+    let mut refusals = 0u32;
+    let mut batch_cap = opts.replay_batch;
+    // While narrowing: the last seq of the refused batch (small batches until it is passed).
+    let mut narrow_through = 0u64;
+    // Quarantines since the last delivery.
+    let mut quarantine_streak = 0u32;
     let mut tokens = opts.replay_batch as f64;
     let mut tokens_at = Instant::now();
     let mut fresh: VecDeque<(u64, Event)> = VecDeque::new();
@@ -125,7 +162,7 @@ pub async fn run<D: Deliver>(
         // trying.
         let mut send_wake: Option<Instant> = None;
         if inflight.is_none() && !spool.is_empty() && now >= next_try {
-            let want = (spool.pending() as usize).min(opts.replay_batch);
+            let want = (spool.pending() as usize).min(batch_cap);
             tokens = (tokens
                 + now.saturating_duration_since(tokens_at).as_secs_f64() * opts.replay_rate)
                 .min(opts.replay_batch as f64);
@@ -199,7 +236,7 @@ pub async fn run<D: Deliver>(
                 }
             }
             rep = rep_rx.recv(), if inflight.is_some() => {
-                let Some((result, retry_at)) = rep else {
+                let Some((result, retry_at, batch)) = rep else {
                     tracing::error!("the transport task ended");
                     break;
                 };
@@ -214,9 +251,54 @@ pub async fn run<D: Deliver>(
                             tracing::info!(backlog = spool.pending(), "master reachable again; replaying the spool");
                         }
                         failures = 0;
+                        refusals = 0;
+                        quarantine_streak = 0;
+                        if spool.acked() >= narrow_through {
+                            batch_cap = opts.replay_batch;
+                        }
                         next_try = Instant::now();
                     }
-                    Err(e) => {
+                    Err(DeliveryError::Refused { reason }) => {
+                        refusals += 1;
+                        fresh.clear();
+                        let floor = Instant::now() + RETRY_FLOOR;
+                        next_try = retry_at.unwrap_or(floor).max(floor);
+                        if refusals < MAX_REFUSALS {
+                            tracing::warn!(events = f.n, refusals, "the master refused a batch; retrying it: {reason}");
+                        } else if f.n > 1 {
+                            // Find the refused event: the batch's first half goes alone.
+                            batch_cap = (f.n / 2).max(1);
+                            narrow_through = narrow_through.max(f.backlog_last);
+                            refusals = 0;
+                            tracing::warn!(events = f.n, next = batch_cap, "the master keeps refusing a batch; narrowing it down: {reason}");
+                        } else {
+                            refusals = 0;
+                            let file = match quarantine::put(spool.dir(), &batch, &reason) {
+                                Ok(p) => Some(p),
+                                Err(e) => {
+                                    tracing::error!("cannot keep the refused event in the quarantine: {e}");
+                                    None
+                                }
+                            };
+                            tracing::error!(events = f.n, file = ?file, "the master refused an event {MAX_REFUSALS} times; quarantined it (beacond/quarantined event): {reason}");
+                            if let Err(e) = ack(&mut spool, &f) {
+                                tracing::error!("{e}");
+                            }
+                            stats.quarantined.fetch_add(f.n as u64, Relaxed);
+                            if spool.acked() >= narrow_through {
+                                batch_cap = opts.replay_batch;
+                            }
+                            let data = quarantine::report_data(&batch, &reason, file.as_deref());
+                            append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, Event::from_beacon(&minion_id, "beacond", data), &stats);
+                            quarantine_streak += 1;
+                            let pause = quarantine_pause(quarantine_streak);
+                            if !pause.is_zero() {
+                                tracing::error!(quarantined = quarantine_streak, ?pause, "the master refused every event since the last delivery; pausing before the next");
+                            }
+                            next_try = Instant::now() + pause;
+                        }
+                    }
+                    Err(DeliveryError::Unavailable(e)) => {
                         failures += 1;
                         if failures == 1 {
                             tracing::warn!(pending = spool.pending(), "cannot deliver events (kept in the spool): {e}");
@@ -380,4 +462,18 @@ fn ack(spool: &mut Spool, f: &InFlight) -> Result<(), SpoolError> {
         spool.ack_ahead(&f.ahead)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_pause_grows_and_is_capped() {
+        assert_eq!(quarantine_pause(1), Duration::ZERO);
+        assert_eq!(quarantine_pause(2), QUARANTINE_PAUSE);
+        assert_eq!(quarantine_pause(3), QUARANTINE_PAUSE * 2);
+        assert_eq!(quarantine_pause(40), QUARANTINE_PAUSE_MAX);
+        assert_eq!(quarantine_pause(u32::MAX), QUARANTINE_PAUSE_MAX);
+    }
 }

@@ -12,6 +12,9 @@ pub struct Stats {
     pub sent: AtomicU64,
     /// Events lost: dropped by the spool bound or not writable.
     pub dropped: AtomicU64,
+    /// Events a master refused, moved to the quarantine file (each counted in a
+    /// `quarantined` event).
+    pub quarantined: AtomicU64,
     /// Events held back by flood control (each counted in a `suppressed` event).
     pub suppressed: AtomicU64,
     /// Events waiting in the spool.
@@ -64,6 +67,10 @@ impl Stats {
         d.insert(
             "suppressed".into(),
             Value::from(self.suppressed.load(Relaxed)),
+        );
+        d.insert(
+            "quarantined".into(),
+            Value::from(self.quarantined.load(Relaxed)),
         );
         d.insert("rss_bytes".into(), Value::from(rss));
         d.insert(

@@ -456,6 +456,11 @@ impl Spool {
         }
     }
 
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Every seq up to this one is acknowledged.
     pub fn acked(&self) -> u64 {
         self.acked

@@ -288,6 +288,43 @@ impl Drop for Agent {
 }
 
 /// Keys of an event's data, sorted.
+/// Copy an executable for a test to run, without this process ever holding a writable fd
+/// on the copy: `cp` writes it in a child. Written here, the write fd (close-on-exec, but
+/// inherited by any child another test thread forks meanwhile, until that child execs)
+/// makes an exec of the copy fail with ETXTBSY ("Text file busy") under parallel tests.
+pub fn copy_exe(from: impl AsRef<Path>, to: impl AsRef<Path>) {
+    let status = Command::new("cp")
+        .arg("--")
+        .arg(from.as_ref())
+        .arg(to.as_ref())
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cp {:?} failed", from.as_ref());
+}
+
+/// Write an executable script (mode 0755) for a test to run, as [`copy_exe`]: the file is
+/// written by a child, so no fd of ours on it can leak into another thread's fork.
+pub fn write_exe(path: impl AsRef<Path>, text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "cat > \"$1\" && chmod 0755 \"$1\"", "sh"])
+        .arg(path.as_ref())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("script text");
+    assert!(
+        child.wait().expect("sh").success(),
+        "writing {:?} failed",
+        path.as_ref()
+    );
+}
+
 pub fn data_keys(event: &Value) -> Vec<String> {
     let mut keys: Vec<String> = event["data"]
         .as_object()

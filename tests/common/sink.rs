@@ -4,12 +4,16 @@
 #![allow(dead_code)]
 
 use beacond::event::Event;
-use beacond::spool::pipeline::Deliver;
+use beacond::spool::pipeline::{Deliver, DeliveryError};
+use beacond::transport::salt::TransportError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Which events a [`Sink`] refuses.
+pub type Refuse = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
 
 #[derive(Default)]
 pub struct Record {
@@ -26,6 +30,11 @@ pub struct Sink {
     pub keep: bool,
     /// Keep whole events only for tags with this prefix (when not `keep`).
     pub keep_prefix: Option<String>,
+    /// A batch holding an event for which this is true is refused (as a master that processed
+    /// and declined it), every time.
+    pub refuse_if: Option<Refuse>,
+    /// Refused batches seen.
+    pub refused: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Sink {
@@ -35,6 +44,8 @@ impl Sink {
             rec: Arc::new(Mutex::new(Record::default())),
             keep,
             keep_prefix: None,
+            refuse_if: None,
+            refused: Arc::default(),
         }
     }
 }
@@ -43,12 +54,27 @@ impl Deliver for Sink {
     fn deliver<'a>(
         &'a mut self,
         batch: &'a [Event],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             if !self.up.load(Ordering::SeqCst) {
-                return Err("master down (test)".into());
+                return Err(DeliveryError::Unavailable(TransportError::Unreachable {
+                    master: "test".into(),
+                    reason: "master down (test)".into(),
+                }));
             }
-            let mut r = self.rec.lock().map_err(|e| e.to_string())?;
+            if let Some(f) = &self.refuse_if {
+                if batch.iter().any(|e| f(e)) {
+                    if let Ok(mut r) = self.refused.lock() {
+                        r.push(batch.len());
+                    }
+                    return Err(DeliveryError::Refused {
+                        reason: "\"Some exception handling minion payload\" (test)".into(),
+                    });
+                }
+            }
+            let mut r = self.rec.lock().map_err(|e| DeliveryError::Refused {
+                reason: e.to_string(),
+            })?;
             let ids = if self.keep {
                 batch
                     .iter()

@@ -4,13 +4,30 @@
 use std::io::Read;
 use std::path::Path;
 
-/// SHA-256 of a file, hex; `None` when it cannot be read (deleted, a directory, no permission).
+/// Open a watched file for evidence: never through a symlink (a watched file swapped for a link to
+/// `/etc/shadow` must not put the secret in an event), never blocking (a FIFO), regular files only.
+/// `Ok(None)`: there, but not a regular file.
+fn open_regular(path: &Path) -> std::io::Result<Option<(std::fs::File, std::fs::Metadata)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other("a symlink: not followed")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    Ok(meta.is_file().then_some((file, meta)))
+}
+
+/// SHA-256 of a file, hex; `None` when it cannot be read (deleted, a directory, a symlink, a
+/// FIFO, no permission).
 pub fn sha256_file(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut file = std::fs::File::open(path).ok()?;
+    let (mut file, _) = open_regular(path).ok()??;
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -48,9 +65,9 @@ pub enum Text {
 
 /// Read a file for `diff`.
 pub fn read_text(path: &Path, max: u64) -> Text {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Text::Absent,
+    let (file, meta) = match open_regular(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Text::Absent,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Text::Absent,
         Err(e) => return Text::Skipped(format!("unreadable: {e}")),
     };
@@ -58,10 +75,8 @@ pub fn read_text(path: &Path, max: u64) -> Text {
         return Text::Skipped(format!("larger than diff_max_bytes ({max})"));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    match std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Text::Absent,
-        Err(e) => return Text::Skipped(format!("unreadable: {e}")),
+    if let Err(e) = file.take(max + 1).read_to_end(&mut bytes) {
+        return Text::Skipped(format!("unreadable: {e}"));
     }
     if bytes.len() as u64 > max {
         return Text::Skipped(format!("larger than diff_max_bytes ({max})"));

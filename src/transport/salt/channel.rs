@@ -193,6 +193,14 @@ impl MasterLink {
                     });
                 }
                 Err(e) => match std::str::from_utf8(raw) {
+                    // Not "bad load": the master's handler failed on this load (see
+                    // `DeliveryError`); re-authenticating cannot change that.
+                    Ok(text) if !text.starts_with("bad load") => {
+                        return Err(TransportError::NotAcknowledged {
+                            master: self.name.clone(),
+                            reply: format!("{:?}", text.chars().take(200).collect::<String>()),
+                        })
+                    }
                     Ok(text) if text.len() < 200 => format!("{text:?}"),
                     _ => e.to_string(),
                 },
@@ -207,10 +215,11 @@ impl MasterLink {
                 self.authenticate(ident, settings).await?;
                 continue;
             }
-            return Err(TransportError::NotAcknowledged {
-                master: self.name.clone(),
-                reply: complaint,
-            });
+            // Still "bad load" with a fresh session: the envelope, not this batch (a clock
+            // beyond the master's request_server_ttl, a token it does not take).
+            return Err(self.proto(format!(
+                "the master answers {complaint} even after re-authentication"
+            )));
         }
         Err(self.proto("no acknowledgement after re-authentication".into()))
     }

@@ -9,16 +9,14 @@
 //! - [`auth`]: the minion key pair and `_auth`.
 //! - [`channel`]: one master link (connect, authenticate, send, re-authenticate, back off).
 //! - [`Masters`]: the public API: every configured master, `master_type: failover` or
-//!   multi-master, [`Masters::deliver`] and the sender task [`forward`].
+//!   multi-master, [`Masters::deliver`]; [`DeliveryError`] says whether a failed batch
+//!   was refused by a master (retrying the same batch cannot help) or no master took it.
 
 pub mod auth;
 pub mod channel;
 pub mod crypto;
-pub mod forward;
 pub mod wire;
 pub mod zmtp;
-
-pub use forward::{forward, forward_with, Backlog, MemQueue};
 
 use crate::config::minion::MinionOpts;
 use crate::event::Event;
@@ -72,6 +70,57 @@ pub enum TransportError {
     Crypto(String),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     AllMasters(Vec<TransportError>),
+}
+
+/// Why a batch was not delivered, as the spool needs to know it.
+///
+/// What Salt's request server (`salt/channel/server.py`, `ReqServerChannel.handle_message`,
+/// and `master.py` `AESFuncs._minion_event`) answers a `_minion_event` with:
+/// - an encrypted `None`: the events were fired on the master's bus (the acknowledgement);
+/// - an encrypted other value (`{}` when `__verify_load` rejects the load): the master read
+///   this load and declined it;
+/// - a plain "Some exception handling minion payload" / "payload and load must be a dict" /
+///   "Server-side exception...": the master's handler failed on this load;
+/// - a plain "bad load": it could not decrypt or verify the envelope (session key rotated,
+///   token, ttl) — about our session, not the batch, so not a refusal;
+/// - nothing within `request_channel_timeout`, a closed connection, an auth problem: the
+///   master is away or not usable; whether it processed the batch is unknown.
+///
+/// The first two cases are [`DeliveryError::Refused`], the rest [`DeliveryError::Unavailable`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// Every master that answered processed the batch and refused it.
+    #[error("refused by the master: {reason}")]
+    Refused { reason: String },
+    /// No master took the batch (down, timed out, not authenticated yet, ...).
+    #[error(transparent)]
+    Unavailable(TransportError),
+}
+
+impl From<TransportError> for DeliveryError {
+    fn from(e: TransportError) -> Self {
+        if e.is_refusal() {
+            DeliveryError::Refused {
+                reason: e.to_string(),
+            }
+        } else {
+            DeliveryError::Unavailable(e)
+        }
+    }
+}
+
+impl TransportError {
+    /// A master processed the request and answered something else than the
+    /// acknowledgement (with several masters: every one of them did).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            TransportError::NotAcknowledged { .. } => true,
+            TransportError::AllMasters(all) => {
+                !all.is_empty() && all.iter().all(TransportError::is_refusal)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `master_type`.
@@ -431,6 +480,36 @@ fn shuffle<T>(v: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_needs_an_answer_from_every_master() {
+        let refused = TransportError::NotAcknowledged {
+            master: "a".into(),
+            reply: "{}".into(),
+        };
+        let down = TransportError::Unreachable {
+            master: "b".into(),
+            reason: "refused".into(),
+        };
+        let timeout = TransportError::Timeout {
+            master: "c".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(refused.is_refusal());
+        assert!(!down.is_refusal());
+        assert!(!timeout.is_refusal());
+        assert!(matches!(
+            DeliveryError::from(refused.clone()),
+            DeliveryError::Refused { .. }
+        ));
+        assert!(matches!(
+            DeliveryError::from(timeout),
+            DeliveryError::Unavailable(_)
+        ));
+        assert!(TransportError::AllMasters(vec![refused.clone(), refused.clone()]).is_refusal());
+        assert!(!TransportError::AllMasters(vec![refused, down]).is_refusal());
+        assert!(!TransportError::AllMasters(vec![]).is_refusal());
+    }
 
     #[test]
     fn master_addresses() {
