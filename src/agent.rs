@@ -26,7 +26,11 @@ pub fn main(cli: Cli) -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     if explicit && !dir.is_dir() {
-        let why = if dir.exists() { "is not a directory" } else { "does not exist" };
+        let why = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
         eprintln!("beacond: config directory {} {why}", dir.display());
         return ExitCode::from(EXIT_INVALID);
     }

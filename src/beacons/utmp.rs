@@ -13,7 +13,9 @@ use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
-pub use crate::sources::utmp::{read_all, rfc3339_utc, Record, DEAD_PROCESS, RECORD_SIZE, USER_PROCESS};
+pub use crate::sources::utmp::{
+    read_all, rfc3339_utc, Record, DEAD_PROCESS, RECORD_SIZE, USER_PROCESS,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::File;

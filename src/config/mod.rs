@@ -125,7 +125,11 @@ fn config_file(path: &Path, errors: &mut Vec<ConfigError>) -> bool {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => true,
         Ok(m) => {
-            let kind = if m.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+            let kind = if m.is_dir() {
+                "a directory"
+            } else {
+                "a FIFO, socket or device"
+            };
             errors.push(ConfigError::new(
                 None,
                 format!("{name}: not a regular file ({kind}): not read"),

@@ -287,10 +287,14 @@ impl Builder {
                 self.push(node)
             }
             Event::Alias(id) => {
-                let size = self.anchors.get(&id).map(|(_, n)| *n).ok_or_else(|| YamlError {
-                    pos: pos.clone(),
-                    message: "found undefined alias".into(),
-                })?;
+                let size = self
+                    .anchors
+                    .get(&id)
+                    .map(|(_, n)| *n)
+                    .ok_or_else(|| YamlError {
+                        pos: pos.clone(),
+                        message: "found undefined alias".into(),
+                    })?;
                 // Counted before the copy is made: the bomb is refused, not built.
                 self.alias_nodes = self.alias_nodes.saturating_add(size);
                 if self.alias_nodes > MAX_ALIAS_NODES {
