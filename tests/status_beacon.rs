@@ -86,7 +86,9 @@ fn unknown_function_is_a_config_error() {
     let out = run(cfg.path(), &["--check"]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr.contains("'loadavgs' is not a status function"),
+        out.stderr.contains(
+            "minion:5:7: beacon 'status': unknown option 'loadavgs' (did you mean 'loadavg'?"
+        ),
         "{}",
         out.stderr
     );

@@ -13,6 +13,9 @@ use super::utmp::{self, Kind};
 use super::{Beacon, BuildContext};
 use crate::config::{BeaconConfig, ConfigError};
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["users", "groups", "defaults", "file", "group_file"];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     utmp::build(Kind::Btmp, cfg, ctx)
 }

@@ -27,6 +27,9 @@ pub struct CertInfo {
     notify_days: i64,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["files", "notify_days"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let files_node = cfg.require("files", "a list of certificate paths")?;
     let Some(list) = files_node.as_seq() else {

@@ -21,7 +21,15 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 /// Options of beacond's that are not mount points.
-const OWN_OPTIONS: [&str; 1] = ["mounts_file"];
+/// The options this beacon takes beside mount points (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["mounts_file"];
+
+/// A key that names mount points: a path or a regex (Salt also takes Windows drives), not a
+/// plain word, so that a misspelt option such as `mount_file` is an error rather than a
+/// pattern that never matches.
+pub fn is_mount_key(key: &str) -> bool {
+    !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 pub struct DiskUsage {
     /// In config order: a later regex that matches an earlier mount reports it again, as Salt does.
@@ -38,7 +46,7 @@ pub struct DiskUsage {
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut rules = Vec::new();
     for (mount, threshold) in &cfg.items {
-        if OWN_OPTIONS.contains(&mount.as_str()) || mount.starts_with('_') {
+        if OPTIONS.contains(&mount.as_str()) || mount.starts_with('_') {
             continue;
         }
         // Salt appends `$` and uses re.match (anchored at the start).

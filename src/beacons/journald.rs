@@ -105,6 +105,9 @@ struct FilePos {
     count: u64,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["services", "paths"];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut services = Vec::new();
     if let Some(node) = cfg.opt("services") {

@@ -16,9 +16,9 @@
 //! data `proto`, `address`, `port`, `inode`, `uid`, `user`, `pid`, `process` (pid/process are
 //! null when the owner cannot be seen, e.g. a socket held only by the kernel).
 
-use super::{ps, Beacon, BeaconError, BuildContext, Data};
+use super::{Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
-use crate::sources::netlink;
+use crate::sources::{netlink, procfs};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -55,6 +55,9 @@ pub struct ListeningPorts {
     /// uid → user name (NSS lookups can be slow: once per uid).
     users: HashMap<u32, Option<String>>,
 }
+
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["protocols", "source", "emitatstartup", "procfs"];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut protocols = PROTOCOLS.to_vec();
@@ -260,7 +263,7 @@ impl ListeningPorts {
         if wanted.is_empty() {
             return found;
         }
-        let mut pids = ps::pids(&self.procfs).unwrap_or_default();
+        let mut pids = procfs::pids(&self.procfs).unwrap_or_default();
         pids.sort_unstable();
         'pids: for pid in pids {
             let fd_dir = self.procfs.join(pid.to_string()).join("fd");
@@ -284,7 +287,7 @@ impl ListeningPorts {
                         inode,
                         Owner {
                             pid: Some(pid),
-                            process: ps::process_name(&self.procfs, pid),
+                            process: procfs::process_name(&self.procfs, pid),
                         },
                     );
                     if found.len() == wanted.len() {

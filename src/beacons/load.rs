@@ -5,6 +5,7 @@
 
 use super::{read_text, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -22,6 +23,9 @@ pub struct Load {
     last: Option<[f64; 3]>,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["averages", "onchangeonly", "emitatstartup", "procfs"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let averages = cfg.require("averages", "a map of 1m, 5m or 15m to [low, high]")?;
     let Some(entries) = averages.as_map() else {
@@ -36,8 +40,8 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     let mut thresholds = [None; 3];
     for (key, value) in entries {
         let Some(i) = KEYS.iter().position(|k| k == key) else {
-            return Err(cfg.error(
-                value.key_pos.as_ref().map_or(value, |_| value),
+            return Err(cfg.error_at_key(
+                value,
                 format!("averages.{key} is not a load average; use 1m, 5m or 15m"),
             ));
         };
@@ -87,18 +91,13 @@ fn kernel_loadavg() -> Result<[f64; 3], BeaconError> {
 
 fn file_loadavg(file: &std::path::Path) -> Result<[f64; 3], BeaconError> {
     let text = read_text(file)?;
-    let mut avgs = [0.0f64; 3];
-    let mut fields = text.split_whitespace();
-    for slot in &mut avgs {
-        *slot = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
-            BeaconError::Message(format!(
-                "{}: unexpected content {:?}",
-                file.display(),
-                text.trim()
-            ))
-        })?;
-    }
-    Ok(avgs)
+    procfs::loadavg(&text).ok_or_else(|| {
+        BeaconError::Message(format!(
+            "{}: unexpected content {:?}",
+            file.display(),
+            text.trim()
+        ))
+    })
 }
 
 /// Python's `float()` accepts numbers and numeric strings.

@@ -54,6 +54,9 @@ struct Follow {
     skipped: u64,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["file", "tags"];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let file_node = cfg.require("file", "the path of the log file to follow")?;
     let path = match file_node.as_str() {

@@ -4,65 +4,34 @@
 
 use super::{usage_percent, Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct MemUsage {
     threshold: f64,
-    meminfo: MemInfo,
+    meminfo: procfs::MeminfoFile,
 }
+
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["percent", "procfs"];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("percent", "a percentage such as 63%")?;
     Ok(Box::new(MemUsage {
         threshold: cfg.percent("percent", node)?,
-        meminfo: MemInfo::new(PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("meminfo")),
+        meminfo: procfs::MeminfoFile::new(
+            PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("meminfo"),
+        ),
     }))
-}
-
-/// `/proc/meminfo`, read into a buffer kept between ticks (an idle tick allocates nothing).
-pub struct MemInfo {
-    path: PathBuf,
-    text: String,
-}
-
-impl MemInfo {
-    pub fn new(path: PathBuf) -> Self {
-        MemInfo {
-            path,
-            text: String::new(),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Read the file again.
-    pub fn read(&mut self) -> Result<&Self, BeaconError> {
-        let mut f = std::fs::File::open(&self.path).map_err(|e| BeaconError::io(&self.path, e))?;
-        self.text.clear();
-        std::io::Read::read_to_string(&mut f, &mut self.text)
-            .map_err(|e| BeaconError::io(&self.path, e))?;
-        Ok(self)
-    }
-
-    /// A field's value in bytes (`MemTotal:  16303004 kB`).
-    pub fn field(&self, name: &str) -> Option<f64> {
-        self.text.lines().find_map(|line| {
-            let (n, rest) = line.split_once(':')?;
-            if n.trim() != name {
-                return None;
-            }
-            let kib: f64 = rest.split_whitespace().next()?.parse().ok()?;
-            Some(kib * 1024.0)
-        })
-    }
 }
 
 impl Beacon for MemUsage {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let info = self.meminfo.read()?;
+        if let Err(e) = self.meminfo.refresh() {
+            return Err(BeaconError::io(self.meminfo.path(), e));
+        }
+        let info = &self.meminfo;
         let total = info.field("MemTotal").ok_or_else(|| {
             BeaconError::Message(format!("{}: no MemTotal", info.path().display()))
         })?;

@@ -111,37 +111,99 @@ pub trait Beacon: Send {
 /// Builds a beacon from its config, validating every option.
 pub type Builder = fn(&BeaconConfig, &BuildContext) -> Result<Box<dyn Beacon>, ConfigError>;
 
+/// The options a beacon kind takes: checked centrally (by [`build`]) before its builder runs,
+/// so a misspelt option is an error with its position for every kind.
+#[derive(Clone, Copy)]
+pub enum Options {
+    /// Exactly these keys.
+    Known(&'static [&'static str]),
+    /// These keys, and keys that are names (diskusage's mount points): `is_name` tells which.
+    Named {
+        known: &'static [&'static str],
+        is_name: fn(&str) -> bool,
+    },
+}
+
+impl Options {
+    /// The option names (not the names a `Named` kind accepts beside them).
+    pub fn known(&self) -> &'static [&'static str] {
+        match self {
+            Options::Known(k) | Options::Named { known: k, .. } => k,
+        }
+    }
+}
+
+/// A beacon kind: the name Salt gives it, its builder and its options.
+pub struct BeaconKind {
+    pub name: &'static str,
+    pub build: Builder,
+    pub options: Options,
+}
+
+const fn kind(name: &'static str, build: Builder, options: &'static [&'static str]) -> BeaconKind {
+    BeaconKind {
+        name,
+        build,
+        options: Options::Known(options),
+    }
+}
+
 /// Every beacon kind beacond knows, by the name Salt gives it.
-pub const KINDS: &[(&str, Builder)] = &[
-    ("btmp", btmp::build),
-    ("cert_info", cert_info::build),
-    ("diskusage", diskusage::build),
-    ("inotify", inotify::build),
-    ("journald", journald::build),
-    ("listening_ports", listening_ports::build),
-    ("load", load::build),
-    ("log", log::build),
-    ("memusage", memusage::build),
-    ("network_info", network_info::build),
-    ("network_settings", network_settings::build),
-    ("pkg", pkg::build),
-    ("ps", ps::build),
-    ("selinux", selinux::build),
-    ("service", service::build),
-    ("sh", sh::build),
-    ("state_results", state_results::build),
-    ("status", status::build),
-    ("swapusage", swapusage::build),
-    ("users", users::build),
-    ("wtmp", wtmp::build),
+pub const KINDS: &[BeaconKind] = &[
+    kind("btmp", btmp::build, btmp::OPTIONS),
+    kind("cert_info", cert_info::build, cert_info::OPTIONS),
+    BeaconKind {
+        name: "diskusage",
+        build: diskusage::build,
+        options: Options::Named {
+            known: diskusage::OPTIONS,
+            is_name: diskusage::is_mount_key,
+        },
+    },
+    kind("inotify", inotify::build, inotify::OPTIONS),
+    kind("journald", journald::build, journald::OPTIONS),
+    kind(
+        "listening_ports",
+        listening_ports::build,
+        listening_ports::OPTIONS,
+    ),
+    kind("load", load::build, load::OPTIONS),
+    kind("log", log::build, log::OPTIONS),
+    kind("memusage", memusage::build, memusage::OPTIONS),
+    kind("network_info", network_info::build, network_info::OPTIONS),
+    kind(
+        "network_settings",
+        network_settings::build,
+        network_settings::OPTIONS,
+    ),
+    kind("pkg", pkg::build, pkg::OPTIONS),
+    kind("ps", ps::build, ps::OPTIONS),
+    kind("selinux", selinux::build, selinux::OPTIONS),
+    kind("service", service::build, service::OPTIONS),
+    kind("sh", sh::build, sh::OPTIONS),
+    kind(
+        "state_results",
+        state_results::build,
+        state_results::OPTIONS,
+    ),
+    kind("status", status::build, status::OPTIONS),
+    kind("swapusage", swapusage::build, swapusage::OPTIONS),
+    kind("users", users::build, users::OPTIONS),
+    kind("wtmp", wtmp::build, wtmp::OPTIONS),
 ];
 
-/// Build (and so validate) a configured beacon.
+/// Build (and so validate) a configured beacon: unknown options first, then the builder.
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    match KINDS.iter().find(|(name, _)| *name == cfg.module) {
-        Some((_, builder)) => builder(cfg, ctx),
+    match KINDS.iter().find(|k| k.name == cfg.module) {
+        Some(k) => {
+            match k.options {
+                Options::Known(known) => cfg.reject_unknown(known, None)?,
+                Options::Named { known, is_name } => cfg.reject_unknown(known, Some(is_name))?,
+            }
+            (k.build)(cfg, ctx)
+        }
         None => {
-            let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+            let known: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
             Err(cfg.error_here(format!(
                 "unknown beacon module '{}' (beacond provides: {})",
                 cfg.module,

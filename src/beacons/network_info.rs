@@ -14,6 +14,7 @@
 use super::{read_text, Beacon, BeaconError, BuildContext, Data};
 use crate::config::yaml::{Node, Yaml};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -47,6 +48,9 @@ pub struct NetworkInfo {
     interfaces: Vec<Interface>,
     net_dev: PathBuf,
 }
+
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["interfaces", "procfs"];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut interfaces = Vec::new();
@@ -145,26 +149,12 @@ fn interface(cfg: &BeaconConfig, name: &str, conf: &Node) -> Result<Interface, C
 /// psutil's `net_io_counters(pernic=True)` from `/proc/net/dev`: per interface, the counters in
 /// `COUNTERS` order.
 pub fn parse_net_dev(text: &str) -> Vec<(String, [u64; 8])> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        if f.len() < 12 {
-            continue;
-        }
-        // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes
-        // packets errs drop ...
-        out.push((
-            name.trim().to_owned(),
-            [f[8], f[0], f[9], f[1], f[2], f[10], f[3], f[11]],
-        ));
-    }
-    out
+    // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes
+    // packets errs drop ...
+    procfs::net_dev(text)
+        .into_iter()
+        .map(|(name, f)| (name, [f[8], f[0], f[9], f[1], f[2], f[10], f[3], f[11]]))
+        .collect()
 }
 
 impl Beacon for NetworkInfo {

@@ -120,6 +120,9 @@ pub struct NetworkSettings {
     seq: u32,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["interfaces", "coalesce"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut watches = Vec::new();
     if let Some(node) = cfg.opt("interfaces") {

@@ -43,6 +43,9 @@ pub struct Pkg {
     cache: States,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["pkgs", "refresh", "dpkg_status", "apt_lists"];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     // Salt merges every `pkgs` list item.
     let mut pkgs = Vec::new();

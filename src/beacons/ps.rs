@@ -12,9 +12,10 @@
 use super::{Beacon, BeaconError, BuildContext, Data};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Want {
@@ -28,6 +29,9 @@ pub struct Ps {
     processes: Vec<(String, Want)>,
     procfs: PathBuf,
 }
+
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["processes", "procfs"];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("processes", "a map of process name to running or stopped")?;
@@ -63,46 +67,12 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     }))
 }
 
-/// The numeric entries of a procfs directory (the pids).
-pub(crate) fn pids(procfs: &Path) -> Result<Vec<u32>, BeaconError> {
-    let dir = std::fs::read_dir(procfs).map_err(|e| BeaconError::io(procfs, e))?;
-    Ok(dir
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .collect())
-}
-
-/// The kernel's `comm` of a process from `<procfs>/<pid>/stat` (between the first `(` and the
-/// last `)`, since a comm may itself contain parentheses). None if the process is gone.
-pub(crate) fn comm(procfs: &Path, pid: u32) -> Option<String> {
-    let stat = std::fs::read(procfs.join(pid.to_string()).join("stat")).ok()?;
-    let open = stat.iter().position(|b| *b == b'(')?;
-    let close = stat.iter().rposition(|b| *b == b')')?;
-    (close > open).then(|| String::from_utf8_lossy(&stat[open + 1..close]).into_owned())
-}
-
-/// psutil's `Process.name()` on Linux.
-pub(crate) fn process_name(procfs: &Path, pid: u32) -> Option<String> {
-    let name = comm(procfs, pid)?;
-    if name.len() < 15 {
-        return Some(name);
-    }
-    let cmdline = std::fs::read(procfs.join(pid.to_string()).join("cmdline")).unwrap_or_default();
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let argv0 = String::from_utf8_lossy(argv0);
-    let base = argv0.rsplit('/').next().unwrap_or_default();
-    if !base.is_empty() && base.starts_with(&name) {
-        Some(base.to_owned())
-    } else {
-        Some(name)
-    }
-}
-
 impl Beacon for Ps {
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        let names: HashSet<String> = pids(&self.procfs)?
+        let names: HashSet<String> = procfs::pids(&self.procfs)
+            .map_err(|e| BeaconError::io(&self.procfs, e))?
             .into_iter()
-            .filter_map(|pid| process_name(&self.procfs, pid))
+            .filter_map(|pid| procfs::process_name(&self.procfs, pid))
             .collect();
         let mut out = Vec::new();
         for (name, want) in &self.processes {

@@ -33,7 +33,8 @@ pub struct Selinux {
     pending: bool,
 }
 
-const KNOWN: &[&str] = &["mode", "selinuxfs", "config_file", "utmp_file"];
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["mode", "selinuxfs", "config_file", "utmp_file"];
 
 fn capitalize(s: &str) -> String {
     let lower = s.to_ascii_lowercase();
@@ -45,17 +46,6 @@ fn capitalize(s: &str) -> String {
 }
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    for (k, v) in &cfg.options {
-        if !KNOWN.contains(&k.as_str()) {
-            return Err(cfg.error(
-                v,
-                format!(
-                    "unknown option '{k}' (expected one of: {})",
-                    KNOWN.join(", ")
-                ),
-            ));
-        }
-    }
     let desired = cfg.str_opt("mode", "enforcing")?.to_ascii_lowercase();
     if !["enforcing", "permissive", "disabled"].contains(&desired.as_str()) {
         let at = cfg

@@ -22,10 +22,11 @@
 //!
 //! Events: tag `.../service/<name>`, data `{<name>: {running, [uncleanshutdown]}, service_name}`.
 
-use super::{ps, Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::yaml::{Node, Yaml};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::dbus::{self, Conn, Message, NameOwner, Val};
+use crate::sources::procfs;
 use fancy_regex::Regex;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -96,6 +97,16 @@ pub struct Service {
     tick: Duration,
     next_tick: Option<Instant>,
 }
+
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
+    "services",
+    "backend",
+    "dbus_address",
+    "systemctl",
+    "systemd_run_dir",
+    "procfs",
+];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let node = cfg.require("services", "a map of service name to options")?;
@@ -538,11 +549,11 @@ impl Service {
     fn poll_proc(&mut self) -> Result<(), BeaconError> {
         let me = std::process::id();
         let mut lines = Vec::new();
-        for pid in ps::pids(&self.procfs)? {
+        for pid in procfs::pids(&self.procfs).map_err(|e| BeaconError::io(&self.procfs, e))? {
             if pid == me {
                 continue;
             }
-            let Some(name) = ps::process_name(&self.procfs, pid) else {
+            let Some(name) = procfs::process_name(&self.procfs, pid) else {
                 continue;
             };
             let cmd = std::fs::read(self.procfs.join(pid.to_string()).join("cmdline"))

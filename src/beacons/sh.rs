@@ -192,7 +192,8 @@ fn str_list(cfg: &BeaconConfig, key: &str) -> Result<Option<Vec<String>>, Config
     }
 }
 
-const KNOWN: &[&str] = &[
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
     "scope",
     "users",
     "exclude",
@@ -210,17 +211,6 @@ const KNOWN: &[&str] = &[
 ];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    for (k, v) in &cfg.options {
-        if !KNOWN.contains(&k.as_str()) {
-            return Err(cfg.error(
-                v,
-                format!(
-                    "unknown option '{k}' (expected one of: {})",
-                    KNOWN.join(", ")
-                ),
-            ));
-        }
-    }
     let scope = match cfg.str_opt("scope", "shells")?.as_str() {
         "shells" => Scope::Shells,
         "all" => Scope::All,

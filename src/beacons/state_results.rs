@@ -33,7 +33,8 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-const KNOWN: &[&str] = &["only_failed", "fun", "exclude", "minion_jobs"];
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["only_failed", "fun", "exclude", "minion_jobs"];
 
 /// The `state` functions whose return is a dict of state results.
 const DEFAULT_FUN: &[&str] = &[
@@ -104,17 +105,6 @@ pub struct StateResults {
 }
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    for (k, v) in &cfg.options {
-        if !KNOWN.contains(&k.as_str()) {
-            return Err(cfg.error(
-                v,
-                format!(
-                    "unknown option '{k}' (expected one of: {})",
-                    KNOWN.join(", ")
-                ),
-            ));
-        }
-    }
     let globs = |key: &str| -> Result<Option<Vec<String>>, ConfigError> {
         let Some(node) = cfg.opt(key) else {
             return Ok(None);

@@ -13,12 +13,10 @@
 
 use super::{Beacon, BeaconError, BuildContext, Data};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::procfs;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-const FUNCS: [&str; 8] = [
-    "loadavg", "cpustats", "meminfo", "vmstats", "time", "uptime", "nproc", "netdev",
-];
 const DEFAULT: [&str; 5] = ["loadavg", "cpustats", "meminfo", "vmstats", "time"];
 
 pub struct Status {
@@ -27,20 +25,16 @@ pub struct Status {
     procfs: PathBuf,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
+    "loadavg", "cpustats", "meminfo", "vmstats", "time", "uptime", "nproc", "netdev", "procfs",
+];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut funcs = Vec::new();
     for (func, node) in &cfg.items {
         if func == "procfs" || func.starts_with('_') {
             continue;
-        }
-        if !FUNCS.contains(&func.as_str()) {
-            return Err(cfg.error(
-                node.key_pos.as_ref().map_or(node, |_| node),
-                format!(
-                    "'{func}' is not a status function beacond provides ({})",
-                    FUNCS.join(", ")
-                ),
-            ));
         }
         let items: Vec<Value> = match node.as_seq() {
             Some(list) => list.iter().map(|n| n.to_json()).collect(),
@@ -81,18 +75,12 @@ impl Status {
     fn call(&self, func: &str) -> Result<Value, BeaconError> {
         Ok(match func {
             "loadavg" => {
-                let text = self.read("loadavg")?;
-                let f: Vec<f64> = text
-                    .split_whitespace()
-                    .take(3)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                if f.len() != 3 {
-                    return Err(BeaconError::Message(format!(
+                let f = procfs::loadavg(&self.read("loadavg")?).ok_or_else(|| {
+                    BeaconError::Message(format!(
                         "{}: unexpected content",
                         self.procfs.join("loadavg").display()
-                    )));
-                }
+                    ))
+                })?;
                 serde_json::json!({"1-min": f[0], "5-min": f[1], "15-min": f[2]})
             }
             "cpustats" => {
@@ -124,17 +112,13 @@ impl Status {
             }
             "meminfo" => {
                 let mut ret = Map::new();
-                for line in self.read("meminfo")?.lines() {
-                    let c: Vec<&str> = line.split_whitespace().collect();
-                    if c.len() < 2 {
-                        continue;
-                    }
+                for field in procfs::meminfo(&self.read("meminfo")?) {
                     let mut m = Map::new();
-                    m.insert("value".into(), Value::from(c[1]));
-                    if let Some(unit) = c.get(2) {
-                        m.insert("unit".into(), Value::from(*unit));
+                    m.insert("value".into(), Value::from(field.value));
+                    if let Some(unit) = field.unit {
+                        m.insert("unit".into(), Value::from(unit));
                     }
-                    ret.insert(c[0].replace(':', ""), Value::Object(m));
+                    ret.insert(field.name.to_owned(), Value::Object(m));
                 }
                 Value::Object(ret)
             }
@@ -197,21 +181,13 @@ impl Status {
                     "tx_carrier",
                     "tx_compressed",
                 ];
-                for line in self.read("net/dev")?.lines() {
-                    let Some((iface, rest)) = line.split_once(':') else {
-                        continue;
-                    };
-                    let nums: Vec<&str> = rest.split_whitespace().collect();
-                    if nums.len() < 16 {
-                        continue;
-                    }
-                    let iface = iface.trim();
+                for (iface, counters) in procfs::net_dev(&self.read("net/dev")?) {
                     let mut m = Map::new();
-                    m.insert("iface".into(), Value::from(iface));
-                    for (k, v) in KEYS.iter().zip(nums) {
-                        m.insert((*k).into(), number(v));
+                    m.insert("iface".into(), Value::from(iface.as_str()));
+                    for (k, v) in KEYS.iter().zip(counters) {
+                        m.insert((*k).into(), Value::from(v));
                     }
-                    ret.insert(iface.to_owned(), Value::Object(m));
+                    ret.insert(iface, Value::Object(m));
                 }
                 Value::Object(ret)
             }

@@ -62,6 +62,9 @@ struct Snapshot {
     groups: BTreeMap<String, (Value, Vec<String>)>,
 }
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["passwd", "group", "shadow", "emitatstartup"];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let path_opt = |key: &str, default: &str| -> Result<Option<PathBuf>, ConfigError> {
         let s = cfg.str_opt(key, default)?;

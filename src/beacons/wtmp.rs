@@ -10,6 +10,16 @@ use super::utmp::{self, Kind};
 use super::{Beacon, BuildContext};
 use crate::config::{BeaconConfig, ConfigError};
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &[
+    "users",
+    "groups",
+    "defaults",
+    "file",
+    "group_file",
+    "ut_type",
+];
+
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     utmp::build(Kind::Wtmp, cfg, ctx)
 }

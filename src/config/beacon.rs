@@ -171,6 +171,15 @@ impl BeaconConfig {
         }
     }
 
+    /// An error about a map entry, pointing at its key (where the entry starts), else its value.
+    pub fn error_at_key(&self, node: &Node, message: impl Into<String>) -> ConfigError {
+        let mut e = self.error(node, message);
+        if let Some(pos) = &node.key_pos {
+            e.pos = Some(pos.clone());
+        }
+        e
+    }
+
     /// An error about this beacon at its key.
     pub fn error_here(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -243,6 +252,72 @@ impl BeaconConfig {
     }
 }
 
+impl BeaconConfig {
+    /// Reject an option that is neither in `known` nor accepted by `is_name` (beacons whose
+    /// keys are names, such as diskusage's mount points). Keys starting with `_` are Salt's
+    /// internal ones and always pass. The error points at the key and names the nearest known
+    /// option.
+    pub fn reject_unknown(
+        &self,
+        known: &[&str],
+        is_name: Option<fn(&str) -> bool>,
+    ) -> Result<(), ConfigError> {
+        for (key, node) in &self.items {
+            if key.starts_with('_')
+                || known.contains(&key.as_str())
+                || is_name.is_some_and(|f| f(key))
+            {
+                continue;
+            }
+            return Err(self.error_at_key(node, unknown_option_message(key, known)));
+        }
+        Ok(())
+    }
+}
+
+/// "unknown option 'x' (did you mean 'y'? known: ...)": the nearest known option by edit
+/// distance, when it is near enough to be a misspelling.
+pub fn unknown_option_message(key: &str, known: &[&str]) -> String {
+    let list = if known.is_empty() {
+        "this beacon takes no options".to_owned()
+    } else {
+        format!("known options: {}", known.join(", "))
+    };
+    match nearest(key, known) {
+        Some(near) => format!("unknown option '{key}' (did you mean '{near}'? {list})"),
+        None => format!("unknown option '{key}' ({list})"),
+    }
+}
+
+/// The candidate nearest to `word` (Levenshtein distance), if within a third of its length
+/// (at least 2 edits).
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 fn generic_bool(beacon: &str, key: &str, v: &Node) -> Result<bool, ConfigError> {
     match v.value {
         Yaml::Bool(b) => Ok(b),
@@ -251,5 +326,21 @@ fn generic_bool(beacon: &str, key: &str, v: &Node) -> Result<bool, ConfigError> 
             beacon: Some(beacon.to_owned()),
             message: format!("{key} must be True or False, found {}", v.kind()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_option_is_named() {
+        let known = ["averages", "onchangeonly", "emitatstartup", "procfs"];
+        assert_eq!(nearest("onchangonly", &known), Some("onchangeonly"));
+        assert_eq!(nearest("procf", &known), Some("procfs"));
+        assert_eq!(nearest("colour", &known), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let m = unknown_option_message("onchangonly", &known);
+        assert!(m.contains("'onchangonly'") && m.contains("did you mean 'onchangeonly'"));
     }
 }

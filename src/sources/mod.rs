@@ -6,3 +6,5 @@ pub mod ebpf;
 pub mod fswatch;
 pub(crate) mod netlink;
 pub mod proc_connector;
+pub mod procfs;
+pub mod utmp;

@@ -63,6 +63,9 @@ const SUMMARY_DIFF_MAX: usize = 1024 * 1024;
 /// How soon watches that hit the kernel's limit are tried again (at least).
 const RETRY_MIN: Duration = Duration::from_secs(30);
 
+/// The options this beacon takes (checked by `beacons::build`).
+pub const OPTIONS: &[&str] = &["files", "coalesce"];
+
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let spec = spec::parse(cfg)?;
     let interval = Duration::from_secs_f64(cfg.interval.unwrap_or(1.0));

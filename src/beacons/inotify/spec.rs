@@ -196,24 +196,10 @@ pub const DEFAULT_DIFF_MAX: u64 = 64 * 1024;
 
 /// An error pointing at the key of a map entry (where the entry starts), else at the value.
 fn at_key(cfg: &BeaconConfig, node: &Node, message: String) -> ConfigError {
-    let mut e = cfg.error(node, message);
-    if let Some(pos) = &node.key_pos {
-        e.pos = Some(pos.clone());
-    }
-    e
+    cfg.error_at_key(node, message)
 }
 
 pub fn parse(cfg: &BeaconConfig) -> Result<Spec, ConfigError> {
-    for (key, node) in &cfg.options {
-        if key.starts_with('_') || key == "files" || key == "coalesce" {
-            continue;
-        }
-        return Err(at_key(
-            cfg,
-            node,
-            format!("unknown option '{key}' (inotify takes files and coalesce)"),
-        ));
-    }
     let files = cfg.require("files", "a map of paths to watch")?;
     let Some(entries) = files.as_map() else {
         return Err(cfg.error(
@@ -261,8 +247,8 @@ fn parse_root(cfg: &BeaconConfig, path: &str, opts: &Node) -> Result<RootSpec, C
                 cfg,
                 v,
                 format!(
-                    "files.{path}: unknown option '{k}' (expected one of: {})",
-                    PATH_KEYS.join(", ")
+                    "files.{path}: {}",
+                    crate::config::beacon::unknown_option_message(k, &PATH_KEYS)
                 ),
             ));
         }
