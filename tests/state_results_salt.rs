@@ -336,7 +336,7 @@ fn series_suite(series: &str) {
     let seen = read_bus(&bus, &beacond, "4 events after the restart", |got| {
         got.len() >= 8
     });
-    let events = beacon_events(&seen[4..], &id, None);
+    let events = beacon_events(&seen, &id, None);
     check(
         series,
         &events,
@@ -349,8 +349,8 @@ fn series_suite(series: &str) {
     let bad = conf_cache(dir.path()).join("minion_jobs/20200101000000000001");
     std::fs::create_dir_all(&bad).expect("mkdir");
     std::fs::write(bad.join("return.p"), b"\xc1 not msgpack").expect("write");
-    let seen = read_bus(&bus, &beacond, "the error event", |got| got.len() >= 9);
-    let err = &seen[8];
+    let seen = read_bus(&bus, &beacond, "the error event", |got| !got.is_empty());
+    let err = &seen[0];
     assert_eq!(err["tag"], format!("salt/beacon/{id}/state_results/"));
     let msg = err["data"]["error"].as_str().unwrap_or_default();
     assert!(
