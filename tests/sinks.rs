@@ -402,19 +402,18 @@ fn state_results_splunk_dropin_sends_to_a_tcp_json_receiver() {
     let btmp = root.join("btmp");
     std::fs::write(&btmp, b"").expect("btmp");
     let elk = LineReceiver::start();
-    // NOTE: the `state_results` beacon comes from another branch (staterun). Until it is
-    // merged, the test runs the drop-in's sink with a stand-in beacon *named* state_results
-    // (module memusage), so its events carry the drop-in's `state_results` tags; the btmp
-    // part is real. Once state_results exists, drop the replacement below.
     let text = shipped
         .replace("/var/log/btmp", &btmp.display().to_string())
         .replace("127.0.0.1:6000", &format!("127.0.0.1:{}", elk.port()));
-    let fixture = common::beacond::repo().join("tests/fixtures/proc-high");
-    let stand_in = format!(
-        "  state_results:\n    - beacon_module: memusage\n    - percent: 1%\n    - procfs: {}\n    - interval: 0.2\n",
-        fixture.display()
+    // The job cache salt-minion writes (`cache_jobs: True`) is the test's own directory; the
+    // job's return file below stands in for a salt-minion run (tests/state_results_salt.rs runs
+    // real ones).
+    let jobs = root.join("minion_jobs");
+    std::fs::create_dir_all(&jobs).expect("minion_jobs");
+    let text = text.replace(
+        "  state_results: []\n",
+        &format!("  state_results:\n    - minion_jobs: {}\n", jobs.display()),
     );
-    let text = text.replace("  state_results: []\n", &stand_in);
     let id = format!("srs-{}", std::process::id());
     let mut m = minion_with(&root.join("minion"), &id, &text, "");
     let out = check(&m.dir);
@@ -424,6 +423,21 @@ fn state_results_splunk_dropin_sends_to_a_tcp_json_receiver() {
         String::from_utf8_lossy(&out.stderr)
     );
     m.start();
+    // The job must end after the beacon watches the cache (a job already there at the first
+    // start is the baseline, as the README says); the btmp record likewise.
+    wait_until(Duration::from_secs(30), "state_results watching", || {
+        m.log().contains("watching salt-minion's job cache")
+    });
+    write_state_return(&jobs.join("20261204000000000001"), &id);
+    wait_until(
+        Duration::from_secs(30),
+        "state results at the receiver",
+        || {
+            records_of(&elk.got)
+                .iter()
+                .any(|r| r["beacon"] == "state_results")
+        },
+    );
     append(&btmp, &btmp_record("mallory"));
     wait_until(
         Duration::from_secs(30),
@@ -447,6 +461,53 @@ fn state_results_splunk_dropin_sends_to_a_tcp_json_receiver() {
     let s: Vec<u64> = seqs(&g, &ids);
     assert_once_in_order("splunk", &s, s.len());
     m.terminate(Duration::from_secs(30));
+}
+
+/// A `state.apply` return with three states (True, False, None), msgpack-encoded as
+/// salt-minion caches it in `minion_jobs/<jid>/return.p`.
+fn write_state_return(job_dir: &std::path::Path, id: &str) {
+    use rmpv::Value as M;
+    let s = |x: &str| M::from(x);
+    let state = |sid: &str, fun: &str, result: M, run: u64| {
+        (
+            s(&format!("test_|-{sid}_|-{sid}_|-{fun}")),
+            M::Map(vec![
+                (s("name"), s(sid)),
+                (s("changes"), M::Map(vec![])),
+                (s("result"), result),
+                (s("comment"), s("done")),
+                (s("__run_num__"), M::from(run)),
+                (s("start_time"), s("01:02:03.000004")),
+                (s("duration"), M::F64(1.5)),
+                (s("__id__"), s(sid)),
+            ]),
+        )
+    };
+    let jid = job_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("jid")
+        .to_string();
+    let ret = M::Map(vec![
+        (s("success"), M::Boolean(false)),
+        (s("retcode"), M::from(2)),
+        (s("jid"), s(&jid)),
+        (s("fun"), s("state.apply")),
+        (s("fun_args"), M::Array(vec![s("web")])),
+        (s("id"), s(id)),
+        (
+            s("return"),
+            M::Map(vec![
+                state("ok", "succeed_with_changes", M::Boolean(true), 0),
+                state("bad", "fail_without_changes", M::Boolean(false), 1),
+                state("maybe", "succeed_without_changes", M::Nil, 2),
+            ]),
+        ),
+    ]);
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &ret).expect("encode");
+    std::fs::create_dir_all(job_dir).expect("job dir");
+    std::fs::write(job_dir.join("return.p"), buf).expect("return.p");
 }
 
 #[test]
