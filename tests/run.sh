@@ -36,6 +36,8 @@ done
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 # Real journal files for the journald beacon's tests are written by systemd-journal-remote.
 [ -x /lib/systemd/systemd-journal-remote ] || need_pkgs+=(systemd-journal-remote)
+# The fault suite reads an exited agent's peak RSS from GNU time (`time` is also a shell keyword).
+[ -x /usr/bin/time ] || need_pkgs+=(time)
 # Salt's journald beacon needs python-systemd, which setup.sh builds against libsystemd.
 pkg-config --exists libsystemd >/dev/null 2>&1 || need_pkgs+=(libsystemd-dev pkg-config)
 # The service beacon's D-Bus tests run a systemd stand-in written with dbus-python.
