@@ -106,7 +106,7 @@ struct FilePos {
 }
 
 /// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["services", "paths"];
+pub const OPTIONS: &[&str] = &["services", "paths", "entries_per_evaluation"];
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let mut services = Vec::new();
