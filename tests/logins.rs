@@ -356,9 +356,20 @@ fn login_audit_dropin_runs_on_fixture_files() {
             "2024-05-01T09:15:00,000000+00:00",
         )),
     );
-    let b = agent.wait_for(WAIT, "btmp event", |e| e["tag"] == "salt/beacon/la1/btmp/");
+    // The two beacons run side by side: their events may come in either order.
+    let (mut b, mut w) = (None, None);
+    while b.is_none() || w.is_none() {
+        let e = agent.wait_for(WAIT, "btmp and wtmp events", |e| {
+            e["tag"] == "salt/beacon/la1/btmp/" || e["tag"] == "salt/beacon/la1/wtmp/"
+        });
+        if e["tag"] == "salt/beacon/la1/btmp/" {
+            b = Some(e);
+        } else {
+            w = Some(e);
+        }
+    }
+    let (b, w) = (b.unwrap_or_default(), w.unwrap_or_default());
     assert_eq!(b["data"]["user"], "intruder");
-    let w = agent.wait_for(WAIT, "wtmp event", |e| e["tag"] == "salt/beacon/la1/wtmp/");
     assert_eq!(w["data"]["action"], "login");
     assert_eq!(w["data"]["user"], "admin");
 }
