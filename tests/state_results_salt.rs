@@ -361,7 +361,7 @@ fn check_warns_without_cache_jobs_and_rejects_unknown_options() {
     let out = run(bad.path(), &["--check"]);
     assert_ne!(out.code, 0);
     let want = format!(
-        "{}:7:19: beacon 'state_results': unknown option 'onlyfailed'",
+        "{}:7:7: beacon 'state_results': unknown option 'onlyfailed'",
         bad.path().join("minion").display()
     );
     assert!(

@@ -191,7 +191,9 @@ pub async fn run_linked<D: Deliver>(
                 + now.saturating_duration_since(tokens_at).as_secs_f64() * pace.rate())
             .min(opts.replay_batch as f64);
             tokens_at = now;
-            if tokens + 1e-9 < want as f64 {
+            // The shutdown flush is not paced: it is bounded by `flush_timeout`, and what it
+            // does not deliver waits for the next start.
+            if open && tokens + 1e-9 < want as f64 {
                 let wait = (want as f64 - tokens) / pace.rate();
                 send_wake = Some(now + Duration::from_secs_f64(wait));
             } else {
