@@ -2,9 +2,10 @@
 //! Salt's generic beacon keys, and the four resource beacons on fixture /proc files.
 mod common;
 use common::beacond::*;
-use serde_json::{json, Value};
+use common::salt_job::{write_job_file, FakeSaltJob};
+use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// A /proc stand-in: loadavg 3.50 2.25 1.00, memory 75.0 % used, swap 25.0 % used.
@@ -352,53 +353,6 @@ fn run_once_fires_a_single_time() {
     assert!(always >= 5, "the other beacon keeps running: {always}");
 }
 
-/// A process whose command line contains "salt", as salt-minion's job processes do.
-struct FakeSaltJob(std::process::Child);
-
-impl FakeSaltJob {
-    fn start() -> Self {
-        let child = Command::new("bash")
-            .args(["-c", "exec -a salt-minion-job sleep 120"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn fake salt job");
-        // exec replaces bash with sleep; wait until /proc shows the new command line.
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline.starts_with(b"salt-minion-job") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "exec -a did not happen"
-            );
-            std::thread::yield_now();
-        }
-        FakeSaltJob(child)
-    }
-}
-
-impl Drop for FakeSaltJob {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Write a job file as salt-minion does (`salt.payload.dumps` of the job data: msgpack).
-fn write_job_file(cachedir: &std::path::Path, jid: &str, fun: &str, pid: u32) {
-    let proc_dir = cachedir.join("proc");
-    std::fs::create_dir_all(&proc_dir).expect("proc dir");
-    let job = json!({
-        "fun": fun, "arg": ["webserver"], "tgt": "*", "jid": jid, "ret": "",
-        "tgt_type": "glob", "user": "root", "pid": pid, "fun_args": ["webserver"],
-    });
-    let bytes = rmp_serde::to_vec_named(&job).expect("msgpack");
-    std::fs::write(proc_dir.join(jid), bytes).expect("write job file");
-}
-
 #[test]
 fn disable_during_state_run_skips_only_while_a_live_state_job_runs() {
     let p = proc_high();
@@ -434,7 +388,7 @@ fn disable_during_state_run_skips_only_while_a_live_state_job_runs() {
         &cfg.cachedir(),
         "20261122093000123456",
         "state.apply",
-        job.0.id(),
+        job.pid(),
     );
     let out = once(cfg.path());
     assert_eq!(
@@ -449,7 +403,7 @@ fn disable_during_state_run_skips_only_while_a_live_state_job_runs() {
         &cfg.cachedir(),
         "20261122093000123456",
         "test.ping",
-        job.0.id(),
+        job.pid(),
     );
     assert_eq!(tags(&once(cfg.path())).len(), 2);
 
@@ -458,7 +412,7 @@ fn disable_during_state_run_skips_only_while_a_live_state_job_runs() {
         &cfg.cachedir(),
         "20261122093000123456",
         "state.highstate",
-        job.0.id(),
+        job.pid(),
     );
     assert_eq!(tags(&once(cfg.path())).len(), 1);
     drop(job);

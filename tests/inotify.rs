@@ -4,6 +4,7 @@
 //! sentinel's event is printed every earlier change has been processed.
 mod common;
 use common::beacond::*;
+use common::salt_job::{write_job_file, FakeSaltJob};
 use serde_json::Value;
 use std::fs;
 use std::io::{Read, Write};
@@ -651,26 +652,6 @@ fn checksum_and_diff_are_evidence() {
     );
 }
 
-/// A live process whose cmdline says salt (as salt-minion's job check insists).
-struct FakeMinion(std::process::Child);
-impl Drop for FakeMinion {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write_job(cachedir: &Path, jid: &str, pid: u32) -> PathBuf {
-    let dir = cachedir.join("proc");
-    fs::create_dir_all(&dir).unwrap();
-    let job =
-        serde_json::json!({"jid": jid, "fun": "state.apply", "pid": pid, "arg": [], "tgt": "*"});
-    let bytes = rmp_serde::to_vec_named(&job).unwrap();
-    let path = dir.join(jid);
-    fs::write(&path, bytes).unwrap();
-    path
-}
-
 #[test]
 fn changes_during_a_state_run_come_as_one_summary() {
     let s = Setup::new(
@@ -680,40 +661,27 @@ fn changes_during_a_state_run_come_as_one_summary() {
     );
     fs::create_dir(s.p("managed")).unwrap();
     let agent = s.start();
-    let minion = FakeMinion(
-        std::process::Command::new("bash")
-            .args(["-c", "exec -a salt-minion sleep 60"])
-            .spawn()
-            .unwrap(),
-    );
+    let minion = FakeSaltJob::start();
     let jid = "20261122094500123456";
-    // The job file is written once bash has become "salt-minion" (exec -a).
-    let pid = minion.0.id();
+    let job = write_job_file(&s.cfg.cachedir(), jid, "state.apply", minion.pid());
+    // A change wakes the beacon, which then sees the job and pauses (logged). A wake already
+    // under way when the job appeared may still report a trigger on its own, so triggers are
+    // written until the pause shows, and the managed files change only after it.
     let deadline = std::time::Instant::now() + WAIT;
-    while !fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.windows(4).any(|w| w == b"salt"))
-        .unwrap_or(false)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "exec -a never took effect"
-        );
-        std::thread::yield_now();
-    }
-    let job = write_job(&s.cfg.cachedir(), jid, pid);
-    fs::write(s.p("managed/one"), b"1").unwrap();
-    fs::write(s.p("managed/two"), b"2").unwrap();
-    fs::write(s.p("managed/one"), b"11").unwrap();
-    // The first change wakes the beacon, which then sees the job and pauses (logged).
-    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
     while !agent.stderr().contains("paused: state run in progress") {
         assert!(
             std::time::Instant::now() < deadline,
             "never paused: {}",
             agent.stderr()
         );
-        std::thread::sleep(Duration::from_millis(5));
+        fs::write(s.p(&format!("managed/trigger{n}")), b"t").unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
     }
+    fs::write(s.p("managed/one"), b"1").unwrap();
+    fs::write(s.p("managed/two"), b"2").unwrap();
+    fs::write(s.p("managed/one"), b"11").unwrap();
     fs::write(s.p("managed/three"), b"3").unwrap();
     // End the run: the next tick sends the summary.
     fs::remove_file(&job).unwrap();
@@ -725,7 +693,12 @@ fn changes_during_a_state_run_come_as_one_summary() {
         if ev["tag"] == "salt/beacon/staterun/inotify/state_run" {
             break ev;
         }
-        before.push(ev);
+        if !ev["data"]["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("/managed/trigger"))
+        {
+            before.push(ev);
+        }
     };
     // Nothing was fired on its own during the run.
     assert!(before.is_empty(), "{before:#?}");

@@ -7,4 +7,5 @@ pub mod fleet_keys;
 pub mod netns;
 pub mod receivers;
 pub mod salt;
+pub mod salt_job;
 pub mod sink;
