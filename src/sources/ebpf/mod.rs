@@ -182,6 +182,23 @@ pub struct Reader<T> {
 type Loaded = (aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, u64>);
 
 fn load(opts: &Options, btf_path: &std::path::Path) -> Result<Loaded, EbpfError> {
+    let loaded = load_with_btf(opts, btf_path);
+    release_freed_heap();
+    loaded
+}
+
+/// Give the heap freed by the BTF parse back to the kernel. Parsing the kernel's BTF
+/// (~125,000 types) allocates ~30 MiB in small pieces; freed, glibc keeps them as the
+/// process's RSS (measured: +16 MiB for as long as the agent runs) unless asked to trim.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn load_with_btf(opts: &Options, btf_path: &std::path::Path) -> Result<Loaded, EbpfError> {
     let btf = Btf::parse_file(btf_path, aya::Endianness::default())
         .map_err(|e| EbpfError::Btf(format!("{}: {e}", btf_path.display())))?;
     let ring = opts
