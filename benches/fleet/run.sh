@@ -11,7 +11,8 @@
 # (delivered events/s over time after a salt-master restart; matplotlib in a bench-only venv,
 # ~/.cache/beacond/plot-venv, made on first use). Keys are cached in
 # ~/.cache/beacond/fleet-keys (first run: ~2 min for 2,000 RSA keys on 2 cores).
-# On this 2-core machine: ~4 min of runs after the build.
+# On this 2-core machine: ~4 min of runs after the build. FLEET_BIN=<path> runs an already
+# built simulator (`cargo bench --bench fleet --no-run` prints it) without cargo.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -32,8 +33,12 @@ cd "$repo"
 # The team's build lock when there is one (-o: the bench itself does not hold it).
 lock=/tmp/beacond-cargo.lock
 build() { if [ -e "$lock" ]; then flock -o "$lock" "$@"; else "$@"; fi; }
-build cargo bench --bench fleet --no-run >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
-bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' "$out/build.log" | tail -1)
+if [ -n "${FLEET_BIN:-}" ]; then
+    bin=$FLEET_BIN
+else
+    build cargo bench --bench fleet --no-run >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
+    bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' "$out/build.log" | tail -1)
+fi
 [ -x "$bin" ] || { echo "fleet bench binary not found (see $out/build.log)" >&2; exit 1; }
 built=$(date +%s)
 
