@@ -11,9 +11,9 @@
 # (delivered events/s over time after a salt-master restart; matplotlib in a bench-only venv,
 # ~/.cache/beacond/plot-venv, made on first use). Keys are cached in
 # ~/.cache/beacond/fleet-keys (first run: ~2 min for 2,000 RSA keys on 2 cores).
-# On this 2-core machine: 8–10 min of runs after the build (measured while 8 engineers built:
-# 491 s). FLEET_BIN=<path> runs an already
-# built simulator (`cargo bench --bench fleet --no-run` prints it) without cargo.
+# On this 2-core machine: 8–10 min of runs after the build (491 s measured while 8 engineers
+# built). FLEET_BIN=<path> runs an already built simulator (`cargo bench --bench fleet
+# --no-run` prints its path) without cargo.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
