@@ -78,6 +78,6 @@ fi
 out="$target/compare"
 mkdir -p "$out"
 
-cmdline="benches/compare.sh${mode[*]:+ ${mode[*]}}"
+cmdline="benches/compare.sh${*:+ $*}"
 exec "$venv/bin/python" "$repo/benches/compare/compare.py" \
     --beacond "$beacond" --out "$out" --cmdline "$cmdline" "${mode[@]}"
