@@ -596,4 +596,94 @@ mod tests {
         assert_eq!(broken_errors, 1);
         supervisor.abort();
     }
+
+    /// A beacon whose evaluation blocks its thread for a long time.
+    struct Stuck;
+
+    impl Beacon for Stuck {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(vec![Data::new()])
+        }
+    }
+
+    /// A source that never has anything: only the scheduler's first evaluation runs.
+    struct Silent(Arc<std::sync::atomic::AtomicU32>);
+
+    impl Beacon for Silent {
+        fn drive(&mut self) -> Drive<'_> {
+            Drive::Source(Box::pin(std::future::pending()))
+        }
+
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![Data::new()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_evaluation_holds_up_only_its_own_beacon() {
+        // One runtime thread, as the agent's: evaluations run on the blocking pool.
+        let ctx = context();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sched = Scheduler::new(ctx.clone(), tx);
+        let evaluated = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let planned = vec![
+            Planned {
+                config: config("stuck"),
+                beacon: Box::new(Stuck),
+            },
+            Planned {
+                config: config("silent"),
+                beacon: Box::new(Silent(evaluated.clone())),
+            },
+            Planned {
+                config: config("ticking"),
+                beacon: Box::new(Faulty(10)),
+            },
+        ];
+        sched.apply(ctx, planned);
+        let supervisor = tokio::spawn(async move { while sched.supervise().await {} });
+        // `ticking` (every 10 ms) goes on while `stuck` sleeps 3 s in its first evaluation.
+        let mut ticks = 0;
+        let mut silent = 0;
+        while ticks < 20 {
+            let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("ticking's events keep coming while stuck is blocked")
+                .expect("channel open");
+            match ev.tag.as_str() {
+                "salt/beacon/unit/ticking/" => ticks += 1,
+                "salt/beacon/unit/silent/" => silent += 1,
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        // The source beacon was evaluated once after its start, without a flag of its own.
+        assert_eq!(silent, 1);
+        assert_eq!(evaluated.load(std::sync::atomic::Ordering::SeqCst), 1);
+        supervisor.abort();
+    }
+
+    /// The cost of lending a beacon to the blocking pool, against calling it in place (run with
+    /// `--ignored --nocapture`; a measurement, not a check).
+    #[tokio::test]
+    #[ignore]
+    async fn measure_off_runtime_round_trip() {
+        let n = 20_000u32;
+        let mut beacon: Box<dyn Beacon> = Box::new(Faulty(10));
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = beacon.evaluate();
+        }
+        let inline = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let (b, _) = off_runtime(beacon, |b| b.evaluate())
+                .await
+                .expect("runtime up");
+            beacon = b;
+        }
+        let pooled = t.elapsed() / n;
+        eprintln!("evaluate in place: {inline:?}; through spawn_blocking: {pooled:?}");
+    }
 }
