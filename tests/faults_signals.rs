@@ -222,11 +222,26 @@ fn sigstop_while_the_inotify_queue_overflows_is_reported() {
     let cfg = ConfigDir::new(id, &yaml);
     let agent = Agent::start(cfg.path(), &[]);
     agent.wait_for(WAIT, "mem", |e| e["tag"] == tag(id, "mem").as_str());
-    // The inotify watch is in place once a create is seen.
-    std::fs::write(tree.join("flood/probe"), b"").expect("probe");
-    agent.wait_for(WAIT, "the probe", |e| {
-        e["tag"].as_str().is_some_and(|t| t.ends_with("/probe"))
-    });
+    // The inotify watch is in place once a create is seen (probes until one is).
+    let deadline = Instant::now() + WAIT;
+    'watching: for n in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "no inotify event:\n{}",
+            agent.stderr()
+        );
+        std::fs::write(tree.join(format!("flood/probe{n}")), b"").expect("probe");
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            if agent.next(Duration::from_millis(50)).is_some_and(|e| {
+                e["tag"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("salt/beacon/{id}/inotify/")))
+            }) {
+                break 'watching;
+            }
+        }
+    }
     let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
         .ok()
         .and_then(|t| t.trim().parse().ok())
