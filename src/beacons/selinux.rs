@@ -132,7 +132,7 @@ pub fn who(utmp_file: &Path) -> Value {
 
 impl Beacon for Selinux {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
         let mask = libc::IN_MODIFY
             | libc::IN_CLOSE_WRITE
             | libc::IN_CREATE
