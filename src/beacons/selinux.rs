@@ -13,10 +13,10 @@
 //! (default `/var/run/utmp`). The config file's directory is watched with inotify; selinuxfs
 //! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
 
-use super::utmp::{self, USER_PROCESS};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
+use crate::sources::utmp::{self, USER_PROCESS};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

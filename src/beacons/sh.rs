@@ -668,6 +668,23 @@ fn next_batch<M>(
     batch
 }
 
+/// Wait for the reader's next message and hold it for `evaluate` (at once when one is held);
+/// a reader whose thread ended is an error.
+async fn hold_next<M>(
+    reader: &mut ReaderThread<M>,
+    held: &mut Option<M>,
+    what: &str,
+) -> Result<(), BeaconError> {
+    if held.is_none() {
+        let m = reader
+            .recv()
+            .await
+            .ok_or_else(|| BeaconError::Message(format!("{what} reader stopped; see the log")))?;
+        *held = Some(m);
+    }
+    Ok(())
+}
+
 /// The cgroup2 mount: `cgroupfs` when configured, else from /proc/self/mountinfo.
 fn cgroup2_root(procfs: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(procfs.join("self/mountinfo")).ok()?;
@@ -945,38 +962,18 @@ impl Beacon for Sh {
             }
             match self.mode.as_mut() {
                 Some(Mode::Ebpf(reader)) => {
-                    if self.ebpf_buffered.is_some() {
-                        return Ok(());
+                    let r = hold_next(reader, &mut self.ebpf_buffered, "eBPF").await;
+                    if r.is_err() {
+                        self.mode = None;
                     }
-                    match reader.recv().await {
-                        Some(m) => {
-                            self.ebpf_buffered = Some(m);
-                            Ok(())
-                        }
-                        None => {
-                            self.mode = None;
-                            Err(BeaconError::Message(
-                                "eBPF reader stopped; see the log".into(),
-                            ))
-                        }
-                    }
+                    r
                 }
                 Some(Mode::Connector(reader)) => {
-                    if self.buffered.is_some() {
-                        return Ok(());
+                    let r = hold_next(reader, &mut self.buffered, "proc connector").await;
+                    if r.is_err() {
+                        self.mode = None;
                     }
-                    match reader.recv().await {
-                        Some(m) => {
-                            self.buffered = Some(m);
-                            Ok(())
-                        }
-                        None => {
-                            self.mode = None;
-                            Err(BeaconError::Message(
-                                "proc connector reader stopped; see the log".into(),
-                            ))
-                        }
-                    }
+                    r
                 }
                 Some(Mode::Scan) => {
                     tokio::time::sleep(self.scan_interval).await;

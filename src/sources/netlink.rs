@@ -77,11 +77,6 @@ impl Socket {
         }
     }
 
-    /// The receive buffer size the kernel granted (0 if it cannot be read).
-    pub fn recv_buffer(&self) -> usize {
-        self.sock.recv_buffer_size().unwrap_or(0)
-    }
-
     /// One datagram into `buf`; `WouldBlock` on a non-blocking socket when there is none.
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.sock).read(buf)

@@ -78,11 +78,6 @@ impl ProcConnector {
         Ok(pc)
     }
 
-    /// The actual receive buffer size the kernel granted.
-    pub fn rcvbuf(&self) -> usize {
-        self.sock.recv_buffer()
-    }
-
     /// Send a multicast control op (listen / ignore).
     fn control(&self, op: u32) -> io::Result<()> {
         let total = NLMSG_HDRLEN + CN_MSG_LEN + 4;
