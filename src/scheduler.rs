@@ -153,10 +153,6 @@ impl Scheduler {
         }
     }
 
-    pub fn context(&self) -> &Arc<BuildContext> {
-        &self.ctx
-    }
-
     fn spawn(&mut self, config: BeaconConfig, beacon: Box<dyn Beacon>, delay: Duration) {
         let (cfg, ctx, tx) = (config.clone(), self.ctx.clone(), self.tx.clone());
         let abort = self.tasks.spawn(async move {

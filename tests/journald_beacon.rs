@@ -3,7 +3,7 @@
 //! stdin into a real journal file, compact mode with zstd-compressed large fields, exactly as
 //! journald does). No journald runs on CI machines, so the files are produced this way.
 //! Conformance with Salt's own journald beacon on such files is in
-//! `tests/salt_conformance_more.rs`.
+//! `tests/salt_conformance_network_journald.rs`.
 mod common;
 use common::beacond::*;
 use serde_json::Value;

@@ -243,7 +243,7 @@ impl LogBeacon {
 
 impl Beacon for LogBeacon {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| self.io(e))?;
+        let mut ino = Inotify::new().map_err(|e| self.io(e))?;
         ino.add_watch(&self.dir, DIR_MASK)
             .map_err(|e| BeaconError::io(&self.dir, e))?;
         self.inotify = Some(ino);
@@ -309,7 +309,7 @@ impl Beacon for LogBeacon {
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let _ = ino.drain();
         }
         let before = self.cur.as_ref().map(|f| (f.ino, f.pos));

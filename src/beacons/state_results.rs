@@ -447,14 +447,14 @@ impl StateResults {
             .collect();
         for wd in done {
             self.job_wds.remove(&wd);
-            if let Some(ino) = &self.inotify {
+            if let Some(ino) = &mut self.inotify {
                 ino.rm_watch(wd);
             }
         }
     }
 
     fn watch_jobs_dir(&mut self) -> Result<(), BeaconError> {
-        let Some(ino) = &self.inotify else {
+        let Some(ino) = &mut self.inotify else {
             return Ok(());
         };
         let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
@@ -484,7 +484,7 @@ impl StateResults {
             return;
         }
         let dir = self.jobs_dir.join(jid);
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
             match ino.add_watch(&dir, mask) {
                 Ok(wd) => {

@@ -373,7 +373,7 @@ impl Users {
 
 impl Beacon for Users {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| BeaconError::io(&self.passwd, e))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::io(&self.passwd, e))?;
         let mut dirs: Vec<&Path> = Vec::new();
         for p in [Some(&self.passwd), Some(&self.group), self.shadow.as_ref()]
             .into_iter()
@@ -419,7 +419,7 @@ impl Beacon for Users {
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let _ = ino.drain();
         }
         if self.locked() {

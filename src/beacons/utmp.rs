@@ -604,7 +604,7 @@ impl Beacon for LoginBeacon {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let ino = Inotify::new().map_err(|e| BeaconError::io(&dir, e))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::io(&dir, e))?;
         ino.add_watch(
             &dir,
             libc::IN_MODIFY
