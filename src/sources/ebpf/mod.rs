@@ -296,18 +296,20 @@ fn reader_loop<T, F: Fn(&Record) -> T>(
     let tick = PollTimeout::from(1000u16);
     loop {
         match stop.wait(ring.as_fd(), tick) {
-            Ok(Woke::Readable | Woke::Timeout) => {}
+            Ok(Woke::Readable) => {}
+            Ok(Woke::Timeout) => {
+                if since_trim >= TRIM_AFTER_RECORDS {
+                    // Quiet after a burst: its records, events and queues were freed, but
+                    // glibc keeps the pages as the agent's RSS until asked.
+                    since_trim = 0;
+                    release_freed_heap();
+                }
+            }
             Ok(Woke::Stopped) => return,
             Err(e) => {
                 tracing::error!(error = %e, "eBPF ring buffer poll failed");
                 return;
             }
-        }
-        if n == 0 && since_trim >= TRIM_AFTER_RECORDS {
-            // Quiet after a burst: its records, events and queues were freed, but glibc keeps
-            // the pages as the agent's RSS until asked.
-            since_trim = 0;
-            release_freed_heap();
         }
         while let Some(item) = ring.next() {
             since_trim += 1;
