@@ -126,6 +126,14 @@ impl Beacon for CertInfo {
     }
 }
 
+/// What the event reports for a certificate file's bytes (`now` in Unix seconds). Also the
+/// fuzzing entry point (fuzz/fuzz_targets/der_certificate.rs).
+pub fn report(bytes: &[u8], path: &std::path::Path, now: i64) -> Result<Map<String, Value>, String> {
+    let cert = Cert::from_file(bytes)?;
+    let days_left = (cert.not_after - now).div_euclid(86_400);
+    Ok(cert.to_json(path, now, days_left))
+}
+
 /// The parts of a certificate the beacon reports.
 #[derive(Debug)]
 pub struct Cert {

@@ -72,6 +72,15 @@ const INT_FIELDS: [&str; 24] = [
 /// coredumps can be larger).
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 
+/// Largest entry accepted (all its fields, decompressed): one small crafted DATA object that
+/// decompresses to `MAX_PAYLOAD`, referenced by every item of an entry, must not become
+/// thousands of copies in memory.
+const MAX_ENTRY: usize = MAX_PAYLOAD;
+
+/// Decompressed bytes read from one file per evaluation at most (then the budget counts as
+/// spent: the rest follows in the next evaluation, as after `entries_per_evaluation`).
+const BYTES_PER_EVALUATION: usize = 4 * MAX_PAYLOAD;
+
 pub struct Journald {
     services: Vec<(String, Vec<(String, String)>)>,
     paths: Vec<PathBuf>,
@@ -258,6 +267,8 @@ const CACHE_BLOCKS: usize = 32;
 
 /// One entry as read.
 struct Entry {
+    /// Its fields' bytes (names and values, decompressed).
+    size: usize,
     seqnum_id: String,
     seqnum: u64,
     realtime: u64,
@@ -406,6 +417,7 @@ impl Journal {
             return Ok(None);
         }
         let mut fields = Vec::new();
+        let mut size = 0usize;
         let step = if self.compact { 4 } else { 16 };
         let mut at = 64;
         while at + step <= buf.len() {
@@ -419,6 +431,12 @@ impl Journal {
                 continue;
             }
             let (name, value) = self.data(off)?;
+            size += name.len() + value.as_ref().map_or(0, Vec::len);
+            if size > MAX_ENTRY {
+                return Err(format!(
+                    "entry at {offset}: fields larger than {MAX_ENTRY} bytes (corrupt file)"
+                ));
+            }
             if value.is_none() {
                 tracing::warn!(
                     "{}: an xz-compressed field cannot be read (no lean xz decoder)",
@@ -428,6 +446,7 @@ impl Journal {
             fields.push((name, value));
         }
         Ok(Some(Entry {
+            size,
             seqnum_id: self.seqnum_id.clone(),
             seqnum: le64(&buf, 16),
             realtime: le64(&buf, 24),
@@ -462,6 +481,7 @@ impl Journal {
             pos.index = 0;
         }
         let step: u64 = if self.compact { 4 } else { 8 };
+        let mut bytes = 0usize;
         while pos.array != 0 {
             let (kind, _, buf) = self.object(pos.array)?;
             if kind != OBJECT_ENTRY_ARRAY {
@@ -495,11 +515,17 @@ impl Journal {
                     return Ok(());
                 }
                 *budget -= 1;
-                if let Some(e) = self.entry(off, seen)? {
-                    each(e);
-                }
+                let entry = self.entry(off, seen)?;
                 pos.index += 1;
                 pos.count += 1;
+                if let Some(e) = entry {
+                    bytes += e.size;
+                    each(e);
+                    if bytes >= BYTES_PER_EVALUATION {
+                        *budget = 0;
+                        return Ok(());
+                    }
+                }
             }
             let next = le64(&buf, 16);
             if next == 0 {
@@ -518,6 +544,21 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Reads the journal file at `path` from its start as the beacon does, each entry turned into
+/// its event (tag `fuzz`) and dropped; at most `budget` entries; with `seen`, only entries
+/// numbered above it. Returns how many were read. The whole reader (header, entry-array chain,
+/// entries, DATA objects, decompression): the fuzzing entry point
+/// (fuzz/fuzz_targets/journal_file.rs).
+pub fn read_file(path: &Path, seen: Option<u64>, mut budget: u64) -> Result<u64, String> {
+    let j = Journal::open(path)?;
+    let mut n = 0;
+    j.read_from(&mut FilePos::default(), seen, &mut budget, &mut |e| {
+        drop(Journald::to_event("fuzz", &e));
+        n += 1;
+    })?;
+    Ok(n)
 }
 
 impl Journald {

@@ -370,6 +370,20 @@ impl Model {
     }
 }
 
+/// The interfaces (by name, with the attributes the events report) that the rtnetlink messages
+/// of `datagram` describe (a dump or notifications). Also the fuzzing entry point
+/// (fuzz/fuzz_targets/netlink.rs).
+pub fn interfaces_from_netlink(
+    datagram: &[u8],
+    neighbours: bool,
+) -> BTreeMap<String, BTreeMap<&'static str, Value>> {
+    let mut model = Model::default();
+    for (ty, payload) in netlink::messages(datagram) {
+        model.apply(ty, payload);
+    }
+    model.snapshot(neighbours)
+}
+
 fn ifindex(p: &[u8], off: usize) -> Option<u64> {
     Some(u32::from_ne_bytes(p.get(off..off + 4)?.try_into().ok()?) as u64)
 }
