@@ -128,7 +128,11 @@ impl Beacon for CertInfo {
 
 /// What the event reports for a certificate file's bytes (`now` in Unix seconds). Also the
 /// fuzzing entry point (fuzz/fuzz_targets/der_certificate.rs).
-pub fn report(bytes: &[u8], path: &std::path::Path, now: i64) -> Result<Map<String, Value>, String> {
+pub fn report(
+    bytes: &[u8],
+    path: &std::path::Path,
+    now: i64,
+) -> Result<Map<String, Value>, String> {
     let cert = Cert::from_file(bytes)?;
     let days_left = (cert.not_after - now).div_euclid(86_400);
     Ok(cert.to_json(path, now, days_left))
@@ -206,6 +210,8 @@ impl<'a> Der<'a> {
 }
 
 const SEQ: u8 = 0x30;
+/// Longest serial number accepted, in bytes (RFC 5280: 20; some CAs got it wrong).
+const MAX_SERIAL: usize = 64;
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 const INT: u8 = 0x02;
@@ -567,6 +573,14 @@ impl Cert {
             version = n.body.iter().fold(0i64, |a, &x| (a << 8) | i64::from(x));
         }
         let serial = t.expect(INT, "serialNumber")?.body.to_vec();
+        // RFC 5280 allows 20 octets. Its decimal form costs the square of the length: a crafted
+        // 60 KB serial (that openssl reads) kept the beacon busy for minutes.
+        if serial.len() > MAX_SERIAL {
+            return Err(format!(
+                "serial number of {} bytes (at most {MAX_SERIAL} accepted)",
+                serial.len()
+            ));
+        }
         t.expect(SEQ, "signature")?;
         let issuer = parse_name(t.expect(SEQ, "issuer")?.body)?;
         let validity = t.expect(SEQ, "validity")?;
@@ -692,5 +706,40 @@ mod tests {
         assert_eq!(decimal(&[0x01, 0x00]), "256");
         assert_eq!(decimal(&[0xff; 9]), "4722366482869645213695");
         assert_eq!(decimal(&[0]), "0");
+    }
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let p = format!(
+            "{}/fuzz/corpus/der_certificate/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    #[test]
+    fn seed_certificates_are_reported() {
+        let path = std::path::Path::new("/x.pem");
+        let m = report(&corpus("isrg-root-x1.pem"), path, 0).expect("ISRG Root X1");
+        assert_eq!(m["subject_dict"]["CN"], "ISRG Root X1");
+        assert_eq!(m["notAfter"], "2035-06-04 11:04:38Z");
+        let m = report(&corpus("openssl-generalizedtime-2081.der"), path, 0).expect("DER");
+        assert_eq!(m["subject"], "CN=\"generalized-time.example\"");
+        assert!(m["notAfter_raw"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2081")));
+    }
+
+    /// Made while writing the fuzz target: a 60 KB serial number (openssl reads the
+    /// certificate) took minutes to print in decimal. Now an error, at once.
+    #[test]
+    fn fuzz_reproducer_huge_serial_is_an_error() {
+        let t = std::time::Instant::now();
+        let e = report(
+            &corpus("repro-serial-60000-bytes.der"),
+            std::path::Path::new("/x"),
+            0,
+        );
+        assert!(e.is_err_and(|e| e.contains("serial number of 60001 bytes")));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -70,7 +70,12 @@ const INT_FIELDS: [&str; 24] = [
 
 /// Largest decompressed DATA payload accepted (journald's own default field limit is 64 KiB;
 /// coredumps can be larger).
+#[cfg(not(fuzzing))]
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// Under the fuzzer (`cargo fuzz` sets `cfg(fuzzing)`): the same code with a smaller bound, so
+/// that inputs reaching it stay fast enough to fuzz.
+#[cfg(fuzzing)]
+const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// Largest entry accepted (all its fields, decompressed): one small crafted DATA object that
 /// decompresses to `MAX_PAYLOAD`, referenced by every item of an entry, must not become
@@ -368,7 +373,8 @@ impl Journal {
         Ok((kind, flags, buf))
     }
 
-    fn data(&self, offset: u64) -> Result<(String, Option<Vec<u8>>), String> {
+    /// A DATA object's field name and value, decompressed up to `limit` bytes.
+    fn data(&self, offset: u64, limit: usize) -> Result<(String, Option<Vec<u8>>), String> {
         let (kind, flags, buf) = self.stable_object(offset)?;
         if kind != OBJECT_DATA {
             return Err(format!("object at {offset} is not DATA"));
@@ -379,12 +385,12 @@ impl Journal {
             let mut out = Vec::new();
             ruzstd::decoding::StreamingDecoder::new(raw)
                 .map_err(|e| format!("zstd: {e}"))?
-                .take(MAX_PAYLOAD as u64)
+                .take(limit as u64)
                 .read_to_end(&mut out)
                 .map_err(|e| format!("zstd: {e}"))?;
             Some(out)
         } else if flags & COMPRESSED_LZ4 != 0 {
-            let size = (le64(raw, 0) as usize).min(MAX_PAYLOAD);
+            let size = (le64(raw, 0) as usize).min(limit);
             Some(
                 lz4_flex::decompress(raw.get(8..).unwrap_or_default(), size)
                     .map_err(|e| format!("lz4: {e}"))?,
@@ -430,7 +436,9 @@ impl Journal {
             if off == 0 {
                 continue;
             }
-            let (name, value) = self.data(off)?;
+            // One byte more than the entry may still take: enough to tell it is too large.
+            let limit = (MAX_ENTRY + 1 - size).min(MAX_PAYLOAD);
+            let (name, value) = self.data(off, limit)?;
             size += name.len() + value.as_ref().map_or(0, Vec::len);
             if size > MAX_ENTRY {
                 return Err(format!(
@@ -908,5 +916,41 @@ mod tests {
             .collect();
         let firsts: BTreeMap<&str, u64> = [("a", 11), ("b", 9), ("c", 1)].into_iter().collect();
         assert_eq!(gaps(&seen, &firsts), [("b", 3)]);
+    }
+
+    fn corpus(name: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/fuzz/corpus/journal_file/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+    }
+
+    /// The fuzzing seeds: real files written by systemd-journal-remote (fuzz/README.md).
+    #[test]
+    fn seed_journal_files_are_read() {
+        for (name, n) in [
+            ("compact-3-entries.journal", 3),
+            ("regular-3-entries.journal", 3),
+            ("compact-zstd-field.journal", 3),
+            ("compact-40-entries-array-chain.journal", 40),
+        ] {
+            assert_eq!(read_file(&corpus(name), None, 1000), Ok(n), "{name}");
+        }
+        let chain = corpus("compact-40-entries-array-chain.journal");
+        assert_eq!(read_file(&chain, None, 7), Ok(7));
+        assert_eq!(read_file(&chain, Some(38), 1000), Ok(2));
+    }
+
+    /// Found while writing the fuzz target: a 2.5 KB file whose one entry names a zstd DATA
+    /// object (64 MiB of one byte, in RLE blocks) 16 times was read into 1 GiB. Now an error
+    /// once the entry passes `MAX_ENTRY`.
+    #[test]
+    fn fuzz_reproducer_decompression_bomb_is_bounded() {
+        let e = read_file(
+            &corpus("repro-zstd-bomb-entry-16x64MiB.journal"),
+            None,
+            1000,
+        );
+        assert!(e.is_err_and(|e| e.contains("fields larger than")));
     }
 }
