@@ -1,12 +1,12 @@
 #!/bin/sh
-# Run every fuzz target for a bounded time (FUZZ_SECONDS, default 20 s each) from the seed
+# Run every fuzz target for a bounded time (FUZZ_SECONDS, default 15 s each) from the seed
 # corpus in fuzz/corpus/<target>. Exits non-zero on a crash, a hang (one input taking more than
 # FUZZ_TIMEOUT s, default 10) or an input needing more than 1 GiB (the reproducer is in
 # fuzz/artifacts/<target>/). Only the stable toolchain is needed: cargo-fuzz's nightly flags
 # are enabled with RUSTC_BOOTSTRAP=1. Installs cargo-fuzz when it is missing.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-secs=${FUZZ_SECONDS:-20}
+secs=${FUZZ_SECONDS:-15}
 timeout=${FUZZ_TIMEOUT:-10}
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
