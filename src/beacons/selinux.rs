@@ -14,7 +14,7 @@
 //! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
 
 use super::utmp::{self, USER_PROCESS};
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
 use serde_json::{json, Value};
@@ -151,12 +151,8 @@ impl Beacon for Selinux {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
@@ -171,7 +167,7 @@ impl Beacon for Selinux {
                     Ok(())
                 }
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
