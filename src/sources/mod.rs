@@ -2,6 +2,7 @@
 //! import from here, never from each other.
 
 pub(crate) mod dbus;
+pub mod attribution;
 pub mod ebpf;
 pub mod fswatch;
 pub(crate) mod netlink;
