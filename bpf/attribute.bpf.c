@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-// beacond's attribution source: who changed a watched file. A kprobe on fsnotify(), the one
-// function every inotify/fanotify event passes through, runs in the context of the process
-// making the change and before the event is queued to any inotify reader, so the record is in
-// the ring buffer before the beacon can see the inotify event. Only inodes user space put in
-// `watched` (a directory, whose entries are then covered, or a file) produce records; records
-// the ring cannot take are counted in `dropped`. CO-RE against vmlinux.h (bpf/build.sh).
+// beacond's attribution source, kernel side: a process table. One record per new process
+// (fork), per exec and per exit, with what identifies the process at that moment — uids, the
+// audit login uid and session, comm, the executable's path and the command line from its
+// memory — so user space can name the process behind a fanotify event even when the process
+// is gone by the time the event is read (`useradd`, a subshell's `echo`). BTF tracepoints only
+// (tp_btf): no kprobe or trampoline needed. Records the ring cannot take are counted in
+// `dropped`. CO-RE against vmlinux.h (bpf/build.sh).
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -12,64 +13,35 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define NAME_CAP 256
 #define EXE_CAP 256   /* power of two: the verifier bound for the path walk */
 #define ARGS_CAP 512  /* power of two */
 #define EXE_DEPTH 24  /* path components (and mount crossings) walked at most */
 
-/* What fsnotify reports that attribution cares about (FS_* == IN_* values). */
-#define FS_MODIFY 0x00000002
-#define FS_ATTRIB 0x00000004
-#define FS_CLOSE_WRITE 0x00000008
-#define FS_MOVED_FROM 0x00000040
-#define FS_MOVED_TO 0x00000080
-#define FS_CREATE 0x00000100
-#define FS_DELETE 0x00000200
-#define FS_DELETE_SELF 0x00000400
-#define FS_MOVE_SELF 0x00000800
-#define WANTED (FS_MODIFY | FS_ATTRIB | FS_CLOSE_WRITE | FS_MOVED_FROM | FS_MOVED_TO | \
-		FS_CREATE | FS_DELETE | FS_DELETE_SELF | FS_MOVE_SELF)
-#define PF_KTHREAD 0x00200000
+#define KIND_FORK 1
+#define KIND_EXEC 2
+#define KIND_EXIT 3
 
-struct watch_key {
-	__u32 dev; /* kernel dev_t of the superblock: major << 20 | minor */
-	__u32 pad;
-	__u64 ino;
-};
-
-struct attr_record {
-	__u32 mask;
-	__u32 dev;
-	__u64 ino;     /* the inode the event is about (0: a directory entry event) */
-	__u64 dir_ino; /* the directory, for events on an entry (0: none) */
-	__u32 pid;     /* thread id (host) */
-	__u32 tgid;    /* process id (host) */
+struct proc_record {
+	__u32 kind;
+	__u32 pid;  /* process id (host tgid) */
+	__u32 ppid; /* parent's process id */
 	__u32 uid;
 	__u32 euid;
 	__u32 loginuid;
 	__u32 sessionid;
-	__u32 name_len;
-	__u32 exe_len;  /* 0: unknown (no mm, or a path deeper/longer than the walk) */
+	__u32 exe_len;  /* 0: unknown */
 	__u32 args_size;
 	__u32 args_len;
 	__u64 time_ns;
 	char comm[16];
-	char name[NAME_CAP];
 	char exe[EXE_CAP];
 	char args[ARGS_CAP];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1024 * 1024); /* overridden by the loader */
+	__uint(max_entries, 4 * 1024 * 1024); /* overridden by the loader */
 } records SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct watch_key);
-	__type(value, __u8);
-} watched SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -90,12 +62,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
-
-static __always_inline int is_watched(__u32 dev, __u64 ino)
-{
-	struct watch_key k = { .dev = dev, .pad = 0, .ino = ino };
-	return ino && bpf_map_lookup_elem(&watched, &k) != NULL;
-}
 
 /* One step of the executable's path walk (bpf_loop: verified once, not per iteration). */
 struct walk {
@@ -168,58 +134,29 @@ static __always_inline __u32 exe_path(struct file *f)
 	return w.off;
 }
 
-/* fsnotify's sixth argument (`inode`); this libbpf's PT_REGS_PARM stops at five. */
-#if defined(__TARGET_ARCH_x86)
-#define PARM6(ctx) ((ctx)->r9)
-#elif defined(__TARGET_ARCH_arm64)
-#define PARM6(ctx) (((struct user_pt_regs *)(ctx))->regs[5])
-#else
-#error "attribute.bpf.c: fsnotify's sixth argument is not mapped for this architecture"
-#endif
-
-/* int fsnotify(__u32 mask, const void *data, int data_type, struct inode *dir,
- *              const struct qstr *file_name, struct inode *inode, __u32 cookie) */
-SEC("kprobe/fsnotify")
-int on_fsnotify(struct pt_regs *ctx)
+static __always_inline void count_drop(void)
 {
-	__u32 mask = (__u32)PT_REGS_PARM1(ctx);
-	struct inode *dir = (struct inode *)PT_REGS_PARM4(ctx);
-	const struct qstr *file_name = (const struct qstr *)PT_REGS_PARM5(ctx);
-	struct inode *inode = (struct inode *)PARM6(ctx);
-	if (!(mask & WANTED))
-		return 0;
-	struct inode *any = inode ? inode : dir;
-	if (!any)
-		return 0;
-	__u32 dev = BPF_CORE_READ(any, i_sb, s_dev);
-	__u64 ino = inode ? BPF_CORE_READ(inode, i_ino) : 0;
-	__u64 dir_ino = dir ? BPF_CORE_READ(dir, i_ino) : 0;
-	if (!is_watched(dev, dir_ino) && !is_watched(dev, ino))
-		return 0;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	/* A kernel thread (writeback, a deferred fput) is nobody's action: no record. */
-	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
-		return 0;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
+	if (n)
+		*n += 1; /* per-CPU slot: no other writer while this program runs */
+}
 
-	/* After exit_mm (files closed at exit) there is no mm: pid and ids only. The path walk
-	 * runs before the ring reservation (the verifier then tracks no reference through it). */
-	struct mm_struct *mm = BPF_CORE_READ(t, mm);
+/* `t`'s identity; its memory (argv) is read from the current task's address space, which is
+ * `t`'s own at exec and a copy-on-write twin of it at fork. */
+static __always_inline void record(struct task_struct *t, __u32 kind, int with_image)
+{
+	struct mm_struct *mm = with_image ? BPF_CORE_READ(t, mm) : NULL;
+	/* The walk runs before the ring reservation (the verifier then tracks no reference). */
 	__u32 exe_off = mm ? exe_path(BPF_CORE_READ(mm, exe_file)) : EXE_CAP;
-
-	struct attr_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	struct proc_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
 	if (!r) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-		if (n)
-			*n += 1; /* per-CPU slot: no other writer while this program runs */
-		return 0;
+		count_drop();
+		return;
 	}
-	r->mask = mask;
-	r->dev = dev;
-	r->ino = ino;
-	r->dir_ino = dir_ino;
-	r->pid = BPF_CORE_READ(t, pid);
-	r->tgid = BPF_CORE_READ(t, tgid);
+	r->kind = kind;
+	r->pid = BPF_CORE_READ(t, tgid);
+	r->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	r->uid = BPF_CORE_READ(t, cred, uid.val);
 	r->euid = BPF_CORE_READ(t, cred, euid.val);
 	if (bpf_core_field_exists(t->loginuid)) {
@@ -230,16 +167,7 @@ int on_fsnotify(struct pt_regs *ctx)
 		r->sessionid = (__u32)-1;
 	}
 	r->time_ns = bpf_ktime_get_ns();
-	bpf_get_current_comm(&r->comm, sizeof(r->comm));
-
-	r->name_len = 0;
-	r->name[0] = 0;
-	if (file_name) {
-		const unsigned char *n = BPF_CORE_READ(file_name, name);
-		long got = bpf_probe_read_kernel_str(&r->name, sizeof(r->name), n);
-		r->name_len = got > 0 ? got - 1 : 0;
-	}
-
+	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
 	r->exe_len = 0;
 	r->args_size = 0;
 	r->args_len = 0;
@@ -261,5 +189,30 @@ int on_fsnotify(struct pt_regs *ctx)
 			r->args_len = len;
 	}
 	bpf_ringbuf_submit(r, 0);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* New processes only: a new thread shares its process's entry. */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	record(child, KIND_FORK, 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	record(p, KIND_EXEC, 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p, bool group_dead)
+{
+	if (!group_dead)
+		return 0;
+	record(p, KIND_EXIT, 0);
 	return 0;
 }

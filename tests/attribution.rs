@@ -1,9 +1,9 @@
 //! `attribute: True` on the real kernel (root, kprobes, BTF, as CI runs): the `inotify`,
 //! `users` and `selinux` events name the process behind a change — its pid, program, command
 //! line, user and login user. Each change is made by a process the test spawns, so its pid is
-//! known, and that process first sets its audit login uid to 1 (`daemon`), as pam_loginuid does
-//! at login, so the login user is known too. Without attribution the keys are absent and every
-//! test fails.
+//! known: a bash sets its audit login uid to 1 (`daemon`), as pam_loginuid does at login, then
+//! execs the program that makes the change (same pid), so the login user is known too. Without
+//! attribution the keys are absent and every test fails.
 mod common;
 use common::beacond::*;
 use serde_json::Value;
@@ -21,16 +21,18 @@ fn start(id: &str, beacons: &str) -> (ConfigDir, Agent) {
     (cfg, agent)
 }
 
-/// Run `program args`, wait for it to succeed, return its pid.
-fn run(program: &str, args: &[&str]) -> u32 {
-    let mut child: Child = Command::new(program)
-        .args(args)
+/// Run `argv` in a login session of `daemon` (login uid 1), wait for it to succeed, return
+/// its pid.
+fn login_exec(argv: &[&str]) -> u32 {
+    let mut child: Child = Command::new("/bin/bash")
+        .args(["-c", "echo 1 > /proc/self/loginuid && exec \"$@\"", "login"])
+        .args(argv)
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn");
     let pid = child.id();
     let st = child.wait().expect("wait");
-    assert!(st.success(), "{program} {args:?}: {st}");
+    assert!(st.success(), "{argv:?}: {st}");
     pid
 }
 
@@ -41,7 +43,10 @@ fn assert_actor(keys: &Value, pid: u32, exe: &str, cmd: &str, event: &Value) {
     assert_eq!(keys["pid"], pid, "pid: {event}");
     let path = keys["exe"].as_str().unwrap_or_default();
     let name = path.rsplit('/').next().unwrap_or_default();
-    assert!(path.starts_with('/') && name.starts_with(exe), "exe: {event}");
+    assert!(
+        path.starts_with('/') && name.starts_with(exe),
+        "exe: {event}"
+    );
     assert!(
         keys["cmd"].as_str().is_some_and(|c| c.contains(cmd)),
         "cmd: {event}"
@@ -67,11 +72,8 @@ fn inotify_names_the_shell_that_appended() {
     let (_c, agent) = start("at1", &inotify_config(&watched));
     let marker = format!("echo-marker-{}", std::process::id());
     // bash's builtin echo: the append is made by the bash process itself, whose pid is known.
-    let script = format!(
-        "echo 1 > /proc/self/loginuid && echo x >> '{}' # {marker}",
-        watched.display()
-    );
-    let pid = run("/bin/bash", &["-c", &script]);
+    let script = format!("echo x >> '{}' # {marker}", watched.display());
+    let pid = login_exec(&["/bin/bash", "-c", &script]);
     let w = watched.display().to_string();
     let e = agent.wait_for(WAIT, "IN_MODIFY", |e| {
         e["data"]["path"] == w.as_str() && e["data"]["change"] == "IN_MODIFY"
@@ -88,11 +90,11 @@ fn inotify_names_the_python_that_renamed() {
     std::fs::write(&tmp, "new\n").expect("tmp");
     let (_c, agent) = start("at2", &inotify_config(&watched));
     let code = format!(
-        "import os\nopen('/proc/self/loginuid', 'w').write('1')\nos.rename({:?}, {:?})",
+        "import os\nos.rename({:?}, {:?})",
         tmp.display().to_string(),
         watched.display().to_string()
     );
-    let pid = run("python3", &["-c", &code]);
+    let pid = login_exec(&["python3", "-c", &code]);
     let w = watched.display().to_string();
     let e = agent.wait_for(WAIT, "IN_MOVED_TO", |e| {
         e["data"]["path"] == w.as_str() && e["data"]["change"] == "IN_MOVED_TO"
@@ -104,11 +106,7 @@ fn inotify_names_the_python_that_renamed() {
 fn users_names_who_ran_useradd() {
     let root = TempDir::new("attr-users");
     std::fs::create_dir_all(root.join("etc")).expect("etc");
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\n",
-    )
-    .expect("passwd");
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").expect("passwd");
     std::fs::write(root.join("etc/group"), "root:x:0:\nusers:x:100:\n").expect("group");
     std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").expect("shadow");
     std::fs::write(root.join("etc/gshadow"), "").expect("gshadow");
@@ -119,9 +117,8 @@ fn users_names_who_ran_useradd() {
             "  users:\n    - passwd: {r}/etc/passwd\n    - group: {r}/etc/group\n    - shadow: {r}/etc/shadow\n    - attribute: True\n"
         ),
     );
-    // `exec` keeps the pid (and the login uid just set): useradd's pid is the bash's.
-    let script = format!("echo 1 > /proc/self/loginuid && exec useradd --prefix '{r}' -M carol");
-    let pid = run("/bin/bash", &["-c", &script]);
+    let prefix = root.path().display().to_string();
+    let pid = login_exec(&["useradd", "--prefix", &prefix, "-M", "carol"]);
     let e = agent.wait_for(WAIT, "users/added", |e| {
         e["tag"] == "salt/beacon/at3/users/added" && e["data"]["user"] == "carol"
     });
@@ -149,10 +146,10 @@ fn selinux_mode_event_names_who_wrote_enforce() {
     );
     let marker = format!("setenforce-marker-{}", std::process::id());
     let script = format!(
-        "echo 1 > /proc/self/loginuid && echo 0 > '{}' # {marker}",
+        "echo 0 > '{}' # {marker}",
         dir.join("selinuxfs/enforce").display()
     );
-    let pid = run("/bin/bash", &["-c", &script]);
+    let pid = login_exec(&["/bin/bash", "-c", &script]);
     let e = agent.wait_for(WAIT, "selinux/mode", |e| {
         e["tag"] == "salt/beacon/at4/selinux/mode"
     });

@@ -10,8 +10,11 @@
 //!
 //! Options: `mode` (desired: `enforcing` (default), `permissive` or `disabled`), `selinuxfs`
 //! (default `/sys/fs/selinux`), `config_file` (default `/etc/selinux/config`), `utmp_file`
-//! (default `/var/run/utmp`). The config file's directory is watched with inotify; selinuxfs
-//! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
+//! (default `/var/run/utmp`), `attribute` (default False: each change adds `by: {pid, exe, cmd,
+//! comm, uid, user, loginuid, login_user}`, the process that last wrote `enforce` or the config
+//! file; `btf`: the kernel BTF for it). The config file's directory is watched with inotify;
+//! selinuxfs does not notify writes to `enforce`, so it is also read every `interval` (default
+//! 1 s).
 
 use super::utmp::{self, USER_PROCESS};
 use super::{Beacon, BeaconError, BuildContext, Data, Ready};

@@ -5,7 +5,9 @@
 //! Options: `passwd` (default `/etc/passwd`), `group` (`/etc/group`), `shadow` (`/etc/shadow`;
 //! an empty string disables it), `emitatstartup` (default False: the first snapshot is the
 //! baseline, unless one was saved by an earlier run, in which case what changed while beacond
-//! was down is reported).
+//! was down is reported), `attribute` (default False: each event adds `by: {pid, exe, cmd, comm,
+//! uid, user, loginuid, login_user}`, the process that last changed the files, e.g. `useradd`;
+//! `btf`: the kernel BTF for it, default `/sys/kernel/btf/vmlinux`).
 //!
 //! Tags: `users/added`, `users/removed`, `users/changed`, `users/group/added`,
 //! `users/group/removed`, `users/group/changed`. User data: `user`, `uid`, `gid`, `group`

@@ -1,8 +1,8 @@
 //! The OS's event sources and readers, shared by the beacons: each OS interface once. Beacons
 //! import from here, never from each other.
 
-pub(crate) mod dbus;
 pub mod attribution;
+pub(crate) mod dbus;
 pub mod ebpf;
 pub mod fswatch;
 pub(crate) mod netlink;

@@ -7,7 +7,10 @@
 //! modify), `recurse`, `auto_add`, `exclude` (paths as prefixes, globs with `*`, and
 //! `<pattern>: {regex: True}` Python regexes); top-level `coalesce`. beacond's own, per path:
 //! `checksum: sha256` (the file's new hash in the event), `diff: True` (a unified diff against the
-//! previous content, for UTF-8 text files up to `diff_max_bytes`, default 64 KiB).
+//! previous content, for UTF-8 text files up to `diff_max_bytes`, default 64 KiB), `attribute:
+//! True` (per path, or top-level for all; `btf` top-level: the kernel BTF, default
+//! `/sys/kernel/btf/vmlinux`): each event adds the process behind the change — `pid`, `exe`,
+//! `cmd`, `comm`, `uid`/`user`, `loginuid`/`login_user` — from `sources::attribution`.
 //!
 //! Events are Salt's: tag `salt/beacon/<id>/<name>/<watch path>`, data `path` (what changed) and
 //! `change` (pyinotify's mask name, e.g. `IN_CREATE|IN_ISDIR`). Beyond Salt:
@@ -785,7 +788,7 @@ impl Engine {
                     Err(e) => return Err(BeaconError::Message(format!("reading inotify: {e}"))),
                 };
             // Every change in this batch was recorded by the probe before it was queued.
-            self.read_at = attribution::now_ns();
+            self.read_at = attribution::batch_id();
             for (wd, mask, cookie, name) in batch {
                 self.process(wd, mask, cookie, name);
             }
