@@ -158,3 +158,44 @@ fn selinux_mode_event_names_who_wrote_enforce() {
     assert!(change["who"].is_array(), "seed 002's `who` kept: {e}");
     assert_actor(&change["by"], pid, "bash", &marker, &e);
 }
+
+#[test]
+fn without_the_capabilities_attribution_is_off_and_events_carry_no_keys() {
+    let dir = TempDir::new("attr-nocap");
+    let watched = dir.join("watched");
+    std::fs::write(&watched, "a\n").expect("watched");
+    let cfg = ConfigDir::new("at5", &format!("beacons:\n{}", inotify_config(&watched)));
+    // Root without CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON: neither half can be set up.
+    let agent = Agent::start_in(
+        &["setpriv", "--bounding-set", "-sys_admin,-bpf,-perfmon"],
+        cfg.path(),
+        &[],
+    );
+    agent.wait_log("attribution is off", WAIT);
+    let w = watched.display().to_string();
+    // The watches are added right after the log line: append until the beacon reports it.
+    let mut seen = None;
+    for _ in 0..100 {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&watched)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x\n"))
+            .expect("append");
+        if let Some(e) = agent.next(Duration::from_millis(200)) {
+            if e["data"]["path"] == w.as_str() {
+                seen = Some(e);
+                break;
+            }
+        }
+    }
+    let e = seen.unwrap_or_else(|| panic!("no event; stderr:\n{}", agent.stderr()));
+    for k in ["pid", "exe", "cmd", "uid", "user", "loginuid", "login_user"] {
+        assert!(e["data"].get(k).is_none(), "{k} without attribution: {e}");
+    }
+    assert_eq!(
+        agent.stderr().matches("attribution is off").count(),
+        1,
+        "said once: {}",
+        agent.stderr()
+    );
+}

@@ -476,7 +476,7 @@ impl Beacon for Users {
             Some(old) => Self::diff(old, &snap),
             None => Vec::new(),
         };
-        if let Some(a) = self.attribution.as_mut() {
+        if let Some(a) = self.attribution.as_mut().filter(|_| !events.is_empty()) {
             let files: Vec<&Path> = [Some(&self.passwd), Some(&self.group), self.shadow.as_ref()]
                 .into_iter()
                 .flatten()

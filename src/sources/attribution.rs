@@ -398,7 +398,7 @@ impl Attribution {
                     ];
                     // SAFETY: `pfd` is a valid array of two pollfd for the duration of the
                     // call; `ring_fd` stays open while `shared` (holding the ring) lives.
-                    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, 1000) };
+                    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
                     if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                         tracing::error!(error = %io::Error::last_os_error(), "attribution: poll failed");
                         return;
@@ -590,7 +590,11 @@ impl Attribution {
     /// read at `batch` (any number identifying the read): the last matching change, and the
     /// changes it covers are consumed (a later event is not given an earlier one's process).
     pub fn take(&mut self, path: &Path, mask: u32, batch: u64) -> Option<Actor> {
-        let bits = mask & 0xfff;
+        // Kinds fanotify is not asked for (access, open, the watch's own deletion) have no twin.
+        let bits = mask & FAN_MASK as u32;
+        if bits == 0 {
+            return None;
+        }
         self.poll();
         if let Some(a) = self.take_now(path, bits) {
             return Some(a);
