@@ -30,7 +30,7 @@
 //! strings (invalid UTF-8 replaced); repeated fields are lists. `__CURSOR` is systemd's cursor,
 //! `__REALTIME_TIMESTAMP`/`__MONOTONIC_TIMESTAMP` are microseconds (Salt puts Python reprs there).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::{self, Inotify};
 use serde_json::{json, Value};
@@ -706,16 +706,11 @@ impl Beacon for Journald {
                 self.save()?;
             }
         }
-        self.kick = true;
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if std::mem::take(&mut self.kick) {
                 return Ok(());
             }
@@ -733,7 +728,7 @@ impl Beacon for Journald {
                     return Ok(());
                 }
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -12,7 +12,7 @@
 //! truncation (copytruncate), only consumes complete lines, and remembers its position across
 //! restarts in its state directory (lines written while beacond was down are reported).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use fancy_regex::Regex;
@@ -37,8 +37,6 @@ pub struct LogBeacon {
     cur: Option<Follow>,
     /// A rotated-away file still being drained.
     old: Option<Follow>,
-    /// Evaluate once without waiting (after start: catch up on what was written meanwhile).
-    kick: bool,
     /// A problem found at start, reported by the first evaluation (Salt's error shape).
     notice: Option<String>,
 }
@@ -119,7 +117,6 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         inotify: None,
         cur: None,
         old: None,
-        kick: false,
         notice: None,
     }))
 }
@@ -290,19 +287,11 @@ impl Beacon for LogBeacon {
             }
         }
         self.save()?;
-        self.kick = true;
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
-            if std::mem::take(&mut self.kick) {
-                return Ok(());
-            }
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let path = self.dir.clone();
             let ino = self
                 .inotify
@@ -316,7 +305,7 @@ impl Beacon for LogBeacon {
             })
             .await
             .map_err(|e| BeaconError::io(&path, e))
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

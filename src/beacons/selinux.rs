@@ -17,7 +17,7 @@
 //! 1 s).
 
 use super::utmp::{self, USER_PROCESS};
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::attribution::{self, Attribution};
 use crate::sources::fswatch::Inotify;
@@ -199,12 +199,8 @@ impl Beacon for Selinux {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
@@ -219,7 +215,7 @@ impl Beacon for Selinux {
                     Ok(())
                 }
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

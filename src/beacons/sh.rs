@@ -26,7 +26,7 @@
 //! The tag's pid is the shell's (Salt tags each event with the pid of the traced shell);
 //! `pid` is the process that ran the command.
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::ebpf;
@@ -925,12 +925,8 @@ impl Beacon for Sh {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
@@ -976,7 +972,7 @@ impl Beacon for Sh {
                 // The reader stopped (an error was reported): subscribe again.
                 None => self.start(),
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -18,7 +18,7 @@
 //! `members_removed`. A password change shows as `password` in `changes`: password hashes are
 //! never put in an event, nor kept (only a digest of it, to notice the change).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::attribution::{self, Attribution};
 use crate::sources::fswatch::{self, Inotify, DIR_MASK};
@@ -51,7 +51,6 @@ pub struct Users {
     /// passwd, then group, then shadow); evaluating then would report half of it.
     locks: Vec<PathBuf>,
     last: Option<Snapshot>,
-    kick: bool,
     /// `attribute`: name the process that changed the files (`by` in each event).
     attribute: bool,
     btf: PathBuf,
@@ -135,7 +134,6 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         names,
         locks,
         last: None,
-        kick: false,
         attribute: cfg.bool_opt("attribute", false)?,
         btf: PathBuf::from(cfg.str_opt("btf", attribution::DEFAULT_BTF)?),
         attribution: None,
@@ -434,19 +432,11 @@ impl Beacon for Users {
                 }
             };
         }
-        self.kick = true;
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
-            if std::mem::take(&mut self.kick) {
-                return Ok(());
-            }
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let passwd = self.passwd.clone();
             let ino = self
                 .inotify
@@ -459,7 +449,7 @@ impl Beacon for Users {
             })
             .await
             .map_err(|e| BeaconError::io(&passwd, e))
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -41,7 +41,7 @@
 mod evidence;
 mod spec;
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::attribution::{self, Attribution};
 use crate::state_run::StateJob;
@@ -141,12 +141,8 @@ impl Beacon for InotifyBeacon {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let Some(engine) = self.engine.as_mut() else {
                 return Err(BeaconError::Message("inotify is not started".into()));
             };
@@ -170,7 +166,7 @@ impl Beacon for InotifyBeacon {
                 }
                 () = sleep => Ok(()),
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
