@@ -566,7 +566,8 @@ mod tests {
             std::path::Path::new("/x"),
             0,
         );
-        assert!(e.is_err_and(|e| e.contains("serial number of 60001 bytes")));
+        // x509-cert refuses serial numbers longer than RFC 5280's 20 octets while decoding.
+        assert!(e.is_err(), "{e:?}");
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -1,6 +1,7 @@
 //! The OS's event sources and readers, shared by the beacons: each OS interface once. Beacons
 //! import from here, never from each other.
 
+pub mod attribution;
 pub mod dbus;
 pub mod ebpf;
 pub mod fswatch;
