@@ -200,6 +200,19 @@ pub fn read_file(path: &Path, seen: Option<u64>, mut budget: u64) -> Result<u64,
     Ok(n)
 }
 
+/// Journal files in the order their entries were written: by the time of the first entry,
+/// then by name. Names do not give that order: the active `system.journal` sorts before the
+/// archived `system@….journal` it was rotated from, and reading the newer file first under the
+/// per-evaluation budget moved the seen sequence number past the older file's entries (lost).
+fn oldest_first(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut keyed: Vec<(u64, PathBuf)> = files
+        .into_iter()
+        .map(|f| (Journal::open(&f).map_or(u64::MAX, |j| j.head_realtime), f))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, f)| f).collect()
+}
+
 impl Journald {
     /// Journal files under the configured paths (and their machine-id directories), and the
     /// directories to watch.
@@ -429,6 +442,7 @@ impl Beacon for Journald {
                 files
             }
         };
+        let files = oldest_first(files);
         // Matching entries only are kept (as events), whatever the number read.
         let mut matched: Vec<(u64, u64, Data)> = Vec::new();
         let mut next_seen = self.seen.clone();
@@ -565,6 +579,29 @@ mod tests {
         let chain = corpus("compact-40-entries-array-chain.journal");
         assert_eq!(read_file(&chain, None, 7), Ok(7));
         assert_eq!(read_file(&chain, Some(38), 1000), Ok(2));
+    }
+
+    /// A rotated journal: the archived file (older entries) is read before the active one,
+    /// whatever their names.
+    #[test]
+    fn rotated_files_are_read_oldest_first() {
+        let dir = std::env::temp_dir().join(format!("beacond-jd-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed = std::fs::read(corpus("compact-3-entries.journal")).unwrap();
+        let with_head = |name: &str, realtime: u64| {
+            let mut b = seed.clone();
+            b[184..192].copy_from_slice(&realtime.to_le_bytes());
+            let p = dir.join(name);
+            std::fs::write(&p, b).unwrap();
+            p
+        };
+        let active = with_head("system.journal", 2_000);
+        let archived = with_head("system@0005-0001.journal", 1_000);
+        let mut by_name = vec![archived.clone(), active.clone()];
+        by_name.sort();
+        assert_eq!(by_name[0], active, "names alone put the active file first");
+        assert_eq!(oldest_first(by_name), [archived, active]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Found while writing the fuzz target: a 2.5 KB file whose one entry names a zstd DATA

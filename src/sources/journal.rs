@@ -81,6 +81,8 @@ pub struct Journal {
     pub n_entries: u64,
     entry_array_offset: u64,
     pub tail_seqnum: u64,
+    /// When its first entry was written (µs since the epoch): orders rotated files.
+    pub head_realtime: u64,
     /// Everything before the last object (as of opening) is fully written: ENTRY and DATA
     /// objects there are read through a small block cache (far fewer syscalls on catch-up).
     /// Entry arrays, whose items are filled in place, are always read from the file.
@@ -126,6 +128,7 @@ impl Journal {
             seqnum_id: hex(&h[72..88]),
             n_entries: le64(&h, 152),
             tail_seqnum: le64(&h, 160),
+            head_realtime: le64(&h, 184),
             entry_array_offset: le64(&h, 176),
             stable_end: le64(&h, 136),
             cache: std::cell::RefCell::new(HashMap::new()),

@@ -43,8 +43,8 @@ mod spec;
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
-use crate::sources::fswatch::{Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::sources::attribution::{self, Attribution};
+use crate::sources::fswatch::{Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::state_run::StateJob;
 use evidence::Text;
 use serde_json::{json, Value};
