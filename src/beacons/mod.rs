@@ -122,6 +122,12 @@ pub enum Options {
         known: &'static [&'static str],
         is_name: fn(&str) -> bool,
     },
+    /// A typed config struct (read with `config::de`): its field list is the option list, and
+    /// its schema (names, types, defaults, doc comments) is what `--describe` prints.
+    Typed {
+        fields: fn() -> &'static [&'static str],
+        schema: fn() -> schemars::Schema,
+    },
 }
 
 impl Options {
@@ -129,8 +135,21 @@ impl Options {
     pub fn known(&self) -> &'static [&'static str] {
         match self {
             Options::Known(k) | Options::Named { known: k, .. } => k,
+            Options::Typed { fields, .. } => fields(),
         }
     }
+
+    /// The options of config struct `T`.
+    pub const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>() -> Options {
+        Options::Typed {
+            fields: crate::config::de::field_names::<T>,
+            schema: schema_of::<T>,
+        }
+    }
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::SchemaGenerator::default().into_root_schema_for::<T>()
 }
 
 /// A beacon kind: the name Salt gives it, its builder and its options.
@@ -145,6 +164,18 @@ const fn kind(name: &'static str, build: Builder, options: &'static [&'static st
         name,
         build,
         options: Options::Known(options),
+    }
+}
+
+/// A kind whose options are the typed config struct `T`.
+const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
+    name: &'static str,
+    build: Builder,
+) -> BeaconKind {
+    BeaconKind {
+        name,
+        build,
+        options: Options::typed::<T>(),
     }
 }
 
@@ -167,9 +198,9 @@ pub const KINDS: &[BeaconKind] = &[
         listening_ports::build,
         listening_ports::OPTIONS,
     ),
-    kind("load", load::build, load::OPTIONS),
+    typed::<load::Config>("load", load::build),
     kind("log", log::build, log::OPTIONS),
-    kind("memusage", memusage::build, memusage::OPTIONS),
+    typed::<memusage::Config>("memusage", memusage::build),
     kind("network_info", network_info::build, network_info::OPTIONS),
     kind(
         "network_settings",
@@ -187,7 +218,7 @@ pub const KINDS: &[BeaconKind] = &[
         state_results::OPTIONS,
     ),
     kind("status", status::build, status::OPTIONS),
-    kind("swapusage", swapusage::build, swapusage::OPTIONS),
+    typed::<swapusage::Config>("swapusage", swapusage::build),
     kind("users", users::build, users::OPTIONS),
     kind("wtmp", wtmp::build, wtmp::OPTIONS),
 ];
@@ -198,6 +229,7 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         Some(k) => {
             match k.options {
                 Options::Known(known) => cfg.reject_unknown(known, None)?,
+                Options::Typed { fields, .. } => cfg.reject_unknown(fields(), None)?,
                 Options::Named { known, is_name } => cfg.reject_unknown(known, Some(is_name))?,
             }
             (k.build)(cfg, ctx)
