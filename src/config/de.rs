@@ -336,10 +336,12 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         if name == LOCATED {
-            return visitor.visit_map(LocatedAccess {
-                node: self.node,
-                path: &self.path,
-                step: 0,
+            return self.located(|| {
+                visitor.visit_map(LocatedAccess {
+                    node: self.node,
+                    path: &self.path,
+                    step: 0,
+                })
             });
         }
         let entries: &[(String, Node)] = match &self.node.value {
@@ -351,10 +353,13 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
         for (key, value) in entries {
             if !key.starts_with('_') && !fields.contains(&key.as_str()) {
                 let pos = value.key_pos.as_ref().unwrap_or(&value.pos);
-                return Err(DeError::at(
-                    pos,
-                    unknown_option_message(&join(&self.path, key), fields),
-                ));
+                // The nearest option is found for the key itself, named with its path.
+                let message = unknown_option_message(key, fields).replacen(
+                    &format!("'{key}'"),
+                    &format!("'{}'", join(&self.path, key)),
+                    1,
+                );
+                return Err(DeError::at(pos, message));
             }
         }
         self.located(|| visitor.visit_map(Entries::new(entries, &self.path, Some(fields))))
@@ -411,8 +416,12 @@ impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
         };
         let path = format!("{}[{}]", self.path, self.index);
         self.index += 1;
-        seed.deserialize(NodeDeserializer::new(item, path))
+        seed.deserialize(NodeDeserializer::new(item, path.clone()))
             .map(Some)
+            .map_err(|mut e| {
+                e.finish(item, &path);
+                e
+            })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -480,7 +489,14 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
         let Some((key, value)) = self.value.take() else {
             return Err(de::Error::custom("a map value without its key"));
         };
-        seed.deserialize(NodeDeserializer::new(value, join(self.path, key)))
+        // A type that checks its value after reading it (a regex that must compile) fails
+        // outside the value's own deserializer: word its error for the value here.
+        let path = join(self.path, key);
+        seed.deserialize(NodeDeserializer::new(value, path.clone()))
+            .map_err(|mut e| {
+                e.finish(value, &path);
+                e
+            })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -670,4 +686,80 @@ pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut catch = Catch(None);
     let _ = T::deserialize(Probe(&mut catch));
     catch.0.unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::types::{Percent, PyRegex};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Conf {
+        percent: Percent,
+        #[serde(default)]
+        flag: bool,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        regex: PyRegex,
+    }
+
+    fn read(text: &str) -> Result<Conf, DeError> {
+        let node = crate::config::yaml::parse("f.conf", text)
+            .expect("yaml")
+            .expect("document");
+        from_node(&node)
+    }
+
+    #[test]
+    fn errors_point_at_the_node_and_name_the_option() {
+        assert_eq!(read("percent: 63%\n").map(|c| c.percent.0), Ok(63.0));
+        assert_eq!(read("percent: '63'\n").map(|c| c.percent.0), Ok(63.0));
+        let e = read("flag: yes\npercent: lots\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.conf:2:10: percent must be a percentage such as 90% or 90, found the string 'lots'"
+        );
+        let e = read("percent: 1\nflag: 'yes'\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.conf:2:7: flag must be True or False, found the string 'yes'"
+        );
+        let e = read("percent: 1\nflga: true\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.conf:2:1: unknown option 'flga' (did you mean 'flag'?"),
+            "{e}"
+        );
+        let e = read("flag: true\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.conf:1:1: missing required option 'percent'"
+        );
+        let e = read("percent: 1\ninner:\n  regex: 'a(b'\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.conf:3:10: inner.regex: 'a(b' is not a valid"),
+            "{e}"
+        );
+        let e = read("percent: 1\ninner:\n  rgex: a\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.conf:3:3: unknown option 'inner.rgex' (did you mean 'regex'?"),
+            "{e}"
+        );
+        // Salt's internal keys pass.
+        assert!(read("percent: 1\n_private: x\n").is_ok());
+    }
+
+    #[test]
+    fn field_names_come_from_serde() {
+        assert_eq!(field_names::<Conf>(), &["percent", "flag", "inner"]);
+    }
 }
