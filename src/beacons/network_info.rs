@@ -31,7 +31,7 @@ pub const COUNTERS: [&str; 8] = [
 ];
 
 /// How a counter is compared with its value.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum Compare {
     /// Fires when a counter equals its value.

@@ -31,7 +31,7 @@ pub fn describe(kind: &str) -> Result<String, String> {
                 out.push_str(&indent(d, "  "));
             }
             out.push_str("\nOptions:\n");
-            options(&mut out, &root);
+            options(&mut out, &root, &root);
             if let Some(defs) = root.get("$defs").and_then(Value::as_object) {
                 for (name, def) in defs {
                     if def.get("properties").is_none() {
@@ -41,7 +41,7 @@ pub fn describe(kind: &str) -> Result<String, String> {
                     if let Some(d) = def.get("description").and_then(Value::as_str) {
                         out.push_str(&indent(d, "  "));
                     }
-                    options(&mut out, def);
+                    options(&mut out, def, &root);
                 }
             }
         }
@@ -68,18 +68,21 @@ fn list_kinds() -> String {
                 .to_value()
                 .get("description")
                 .and_then(Value::as_str)
-                .and_then(|d| d.lines().next())
-                .unwrap_or_default()
-                .to_owned(),
+                .map(|d| {
+                    let para = d.split("\n\n").next().unwrap_or_default();
+                    para.split_whitespace().collect::<Vec<_>>().join(" ")
+                })
+                .unwrap_or_default(),
             _ => String::new(),
         };
-        let _ = writeln!(out, "  {:width$}  {summary}", k.name);
+        let line = format!("  {:width$}  {summary}", k.name);
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
 
 /// One line per property (`name: type, default X` or `required`), its doc text below.
-fn options(out: &mut String, schema: &Value) {
+fn options(out: &mut String, schema: &Value, root: &Value) {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         out.push_str("  (none)\n");
         return;
@@ -98,20 +101,25 @@ fn options(out: &mut String, schema: &Value) {
                 Some(d) => format!(", default {d}"),
             }
         };
-        let _ = writeln!(out, "  {name}: {}{need}", type_name(prop));
+        let _ = writeln!(out, "  {name}: {}{need}", type_name(prop, root));
         if let Some(d) = prop.get("description").and_then(Value::as_str) {
             out.push_str(&indent(d, "      "));
         }
     }
 }
 
-/// A schema's type in words: `boolean`, `list of string`, `map of name to Service`.
-pub fn type_name(s: &Value) -> String {
+/// A schema's type in words: `boolean`, `list of string`, `map of name to Service`; a
+/// reference to a struct by its name (described below it), to anything else by its type.
+pub fn type_name(s: &Value, root: &Value) -> String {
     if let Some(t) = s.get("x-type").and_then(Value::as_str) {
         return t.to_owned();
     }
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-        return r.rsplit('/').next().unwrap_or(r).to_owned();
+        let name = r.rsplit('/').next().unwrap_or(r);
+        return match root.get("$defs").and_then(|d| d.get(name)) {
+            Some(def) if def.get("properties").is_none() => type_name(def, root),
+            _ => name.to_owned(),
+        };
     }
     if let Some(any) = s
         .get("anyOf")
@@ -121,7 +129,7 @@ pub fn type_name(s: &Value) -> String {
         let parts: Vec<String> = any
             .iter()
             .filter(|v| v.get("type").and_then(Value::as_str) != Some("null"))
-            .map(type_name)
+            .map(|v| type_name(v, root))
             .collect();
         return parts.join(" or ");
     }
@@ -134,11 +142,11 @@ pub fn type_name(s: &Value) -> String {
     }
     match s.get("type") {
         Some(Value::String(t)) if t == "array" => match s.get("items") {
-            Some(items) => format!("list of {}", type_name(items)),
+            Some(items) => format!("list of {}", type_name(items, root)),
             None => "list".to_owned(),
         },
         Some(Value::String(t)) if t == "object" => match s.get("additionalProperties") {
-            Some(v @ Value::Object(_)) => format!("map of name to {}", type_name(v)),
+            Some(v @ Value::Object(_)) => format!("map of name to {}", type_name(v, root)),
             _ => "map".to_owned(),
         },
         Some(Value::String(t)) => t.clone(),
