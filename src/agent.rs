@@ -105,8 +105,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Vec::new()
     };
 
+    // One runtime thread for the sources, timers and the transport; beacons' evaluations run
+    // on its blocking pool (threads made on demand, gone after 10 s idle).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name("beacond-eval")
         .build()
     {
         Ok(rt) => rt,
@@ -116,7 +119,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     let ctx = Arc::new(ctx);
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         if cli.once {
             for event in scheduler::evaluate_once(planned, &ctx) {
                 if !output::print(&event, cli.pretty) {
@@ -140,7 +143,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         send_to_master(&source, planned, ctx, &loaded.sinks, tx, rx).await
-    })
+    });
+    // An evaluation still blocked (a D-Bus call waiting for its timeout) must not hold up the
+    // exit: its beacon is dropped with the process.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 /// Every problem, in file and line order.
@@ -344,17 +351,33 @@ async fn send_to_master(
     ExitCode::SUCCESS
 }
 
+/// Logs to stderr: INFO by default, DEBUG with `-v`, TRACE with `-vv`; `RUST_LOG` adds
+/// per-module levels (`beacond::scheduler=debug`, `beacond::transport=warn`), as in
+/// tracing-subscriber's `EnvFilter`; `-v`/`-vv` raise the level of everything else.
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
-    let level = match verbose {
-        0 => tracing::Level::INFO,
-        1 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    let builder = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into());
+    let (mut filter, bad) = match builder.parse(&directives) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e)),
     };
+    if verbose > 0 {
+        let level = if verbose == 1 {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::TRACE
+        };
+        filter = filter.add_directive(level.into());
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_target(false)
         .init();
+    if let Some(e) = bad {
+        tracing::warn!("RUST_LOG={directives:?} ignored: {e}");
+    }
 }

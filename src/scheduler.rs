@@ -2,7 +2,7 @@
 //! `run_once` and `disable_during_state_run`. A beacon that fails sends Salt's error event; one
 //! that panics is rebuilt from its config; neither stops the others.
 
-use crate::beacons::{self, Beacon, BeaconError, BuildContext, Data};
+use crate::beacons::{self, Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::BeaconConfig;
 use crate::event::Event;
 use crate::state_run::{running_state_job, StateJob};
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
 
 /// Salt's `loop_interval`: the default interval of a beacon.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,26 +69,20 @@ fn aligned_start(interval: Duration) -> tokio::time::Instant {
     epoch + Duration::from_nanos(offset)
 }
 
-/// An interval whose first tick is at once (a beacon evaluates when it starts) and whose
-/// later ticks are aligned by [`aligned_start`].
-struct Ticker {
-    inner: tokio::time::Interval,
-    first: bool,
-}
+/// An interval whose ticks are aligned by [`aligned_start`] (the first evaluation after a
+/// start does not wait for it).
+struct Ticker(tokio::time::Interval);
 
 impl Ticker {
     fn new(period: Duration) -> Self {
         let mut inner = tokio::time::interval_at(aligned_start(period), period);
         // Skip (not Delay): a late tick keeps the shared grid.
         inner.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        Ticker { inner, first: true }
+        Ticker(inner)
     }
 
     async fn tick(&mut self) {
-        if std::mem::take(&mut self.first) {
-            return;
-        }
-        self.inner.tick().await;
+        self.0.tick().await;
     }
 }
 
@@ -156,10 +151,6 @@ impl Scheduler {
             running: HashMap::new(),
             finished: HashMap::new(),
         }
-    }
-
-    pub fn context(&self) -> &Arc<BuildContext> {
-        &self.ctx
     }
 
     fn spawn(&mut self, config: BeaconConfig, beacon: Box<dyn Beacon>, delay: Duration) {
@@ -329,10 +320,10 @@ impl ErrorReporter {
     fn report(&mut self, ctx: &BuildContext, cfg: &BeaconConfig, e: &BeaconError) -> Option<Event> {
         let msg = e.to_string();
         if self.last.as_deref() == Some(msg.as_str()) {
-            tracing::debug!(beacon = %cfg.name, "{msg}");
+            tracing::debug!("{msg}");
             return None;
         }
-        tracing::error!(beacon = %cfg.name, "{msg}");
+        tracing::error!("{msg}");
         self.last = Some(msg.clone());
         Some(Event::beacon_error(&ctx.minion.id, &cfg.name, &msg))
     }
@@ -342,7 +333,41 @@ impl ErrorReporter {
     }
 }
 
+/// The beacon of a running task, lent to the blocking pool for one call and given back.
+/// `None` when the runtime shuts down meanwhile; a panic in the call goes on unwinding in the
+/// task, so the supervisor reports and rebuilds the beacon as before.
+async fn off_runtime<T: Send + 'static>(
+    mut beacon: Box<dyn Beacon>,
+    call: impl FnOnce(&mut dyn Beacon) -> T + Send + 'static,
+) -> Option<(Box<dyn Beacon>, T)> {
+    // The blocking thread logs inside the beacon's span too.
+    let span = tracing::Span::current();
+    let job = tokio::task::spawn_blocking(move || {
+        let out = span.in_scope(|| call(beacon.as_mut()));
+        (beacon, out)
+    });
+    match job.await {
+        Ok(done) => Some(done),
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(_) => None,
+        },
+    }
+}
+
+/// One beacon's task: start it (retrying on the interval), evaluate it at once, then on each
+/// tick or source wake-up. Runs inside a span naming the beacon and its kind.
 async fn run_beacon(
+    cfg: BeaconConfig,
+    beacon: Box<dyn Beacon>,
+    ctx: Arc<BuildContext>,
+    tx: mpsc::Sender<Event>,
+) {
+    let span = tracing::info_span!("beacon", name = %cfg.name, kind = %cfg.module);
+    drive_beacon(cfg, beacon, ctx, tx).instrument(span).await
+}
+
+async fn drive_beacon(
     cfg: BeaconConfig,
     mut beacon: Box<dyn Beacon>,
     ctx: Arc<BuildContext>,
@@ -365,7 +390,11 @@ async fn run_beacon(
 
     // Start, retrying on the interval while the source is not there yet.
     loop {
-        match beacon.start() {
+        let Some((b, started)) = off_runtime(beacon, |b| b.start()).await else {
+            return;
+        };
+        beacon = b;
+        match started {
             Ok(()) => break,
             Err(e) => {
                 if let Some(ev) = errors.report(&ctx, &cfg, &e) {
@@ -380,52 +409,81 @@ async fn run_beacon(
     errors.clear();
 
     let mut in_state_run: Option<StateJob> = None;
+    let mut first = true;
     loop {
-        // Wait for the next evaluation.
-        if beacon.polled() || in_state_run.is_some() {
-            ticker.tick().await;
-        } else if let Err(e) = beacon.ready().await {
-            if let Some(ev) = errors.report(&ctx, &cfg, &e) {
-                if !send(vec![ev]).await {
-                    return;
+        // Wait for the next evaluation; the first one after the start is at once.
+        if !std::mem::take(&mut first) {
+            let drive = if in_state_run.is_some() {
+                Drive::Interval
+            } else {
+                beacon.drive()
+            };
+            match drive {
+                Drive::Interval => ticker.tick().await,
+                Drive::Source(ready) => {
+                    if let Err(e) = ready.await {
+                        if let Some(ev) = errors.report(&ctx, &cfg, &e) {
+                            if !send(vec![ev]).await {
+                                return;
+                            }
+                        }
+                        // Do not spin on a source that keeps failing.
+                        ticker.tick().await;
+                        continue;
+                    }
                 }
             }
-            // Do not spin on a source that keeps failing.
-            ticker.tick().await;
+        }
+
+        let job = if cfg.disable_during_state_run {
+            running_state_job(&ctx.minion.cachedir)
+        } else {
+            None
+        };
+        let mut events = Vec::new();
+        if let Some(job) = job {
+            if in_state_run.is_none() {
+                tracing::info!(jid = %job.jid, "paused: state run in progress");
+            }
+            let Some((b, paused)) = off_runtime(beacon, move |b| {
+                let r = b.during_state_run(&job);
+                (r, job)
+            })
+            .await
+            else {
+                return;
+            };
+            beacon = b;
+            let (result, job) = paused;
+            if let Err(e) = result {
+                events.extend(errors.report(&ctx, &cfg, &e));
+            }
+            in_state_run = Some(job);
+            if !send(events).await {
+                return;
+            }
             continue;
         }
 
-        let mut events = Vec::new();
-        if cfg.disable_during_state_run {
-            match running_state_job(&ctx.minion.cachedir) {
-                Some(job) => {
-                    if in_state_run.is_none() {
-                        tracing::info!(beacon = %cfg.name, jid = %job.jid, "paused: state run in progress");
-                    }
-                    if let Err(e) = beacon.during_state_run(&job) {
-                        if let Some(ev) = errors.report(&ctx, &cfg, &e) {
-                            events.push(ev);
-                        }
-                    }
-                    in_state_run = Some(job);
-                    if !send(events).await {
-                        return;
-                    }
-                    continue;
-                }
-                None => {
-                    if let Some(job) = in_state_run.take() {
-                        tracing::info!(beacon = %cfg.name, jid = %job.jid, "resumed: state run over");
-                        match beacon.after_state_run(&job) {
-                            Ok(data) => events.extend(to_events(&ctx.minion.id, &cfg.name, data)),
-                            Err(e) => events.extend(errors.report(&ctx, &cfg, &e)),
-                        }
-                    }
-                }
-            }
+        let over = in_state_run.take();
+        if let Some(job) = &over {
+            tracing::info!(jid = %job.jid, "resumed: state run over");
         }
-
-        match beacon.evaluate() {
+        let Some((b, (resumed, evaluated))) = off_runtime(beacon, move |b| {
+            let resumed = over.map(|job| b.after_state_run(&job));
+            (resumed, b.evaluate())
+        })
+        .await
+        else {
+            return;
+        };
+        beacon = b;
+        match resumed {
+            Some(Ok(data)) => events.extend(to_events(&ctx.minion.id, &cfg.name, data)),
+            Some(Err(e)) => events.extend(errors.report(&ctx, &cfg, &e)),
+            None => {}
+        }
+        match evaluated {
             Ok(data) => {
                 errors.clear();
                 events.extend(to_events(&ctx.minion.id, &cfg.name, data));
@@ -436,7 +494,7 @@ async fn run_beacon(
             return;
         }
         if cfg.run_once {
-            tracing::info!(beacon = %cfg.name, "run_once: disabled after its first run");
+            tracing::info!("run_once: disabled after its first run");
             return;
         }
     }
@@ -533,5 +591,95 @@ mod tests {
         // The same error again and again is reported once, not once per evaluation.
         assert_eq!(broken_errors, 1);
         supervisor.abort();
+    }
+
+    /// A beacon whose evaluation blocks its thread for a long time.
+    struct Stuck;
+
+    impl Beacon for Stuck {
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(vec![Data::new()])
+        }
+    }
+
+    /// A source that never has anything: only the scheduler's first evaluation runs.
+    struct Silent(Arc<std::sync::atomic::AtomicU32>);
+
+    impl Beacon for Silent {
+        fn drive(&mut self) -> Drive<'_> {
+            Drive::Source(Box::pin(std::future::pending()))
+        }
+
+        fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![Data::new()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_evaluation_holds_up_only_its_own_beacon() {
+        // One runtime thread, as the agent's: evaluations run on the blocking pool.
+        let ctx = context();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sched = Scheduler::new(ctx.clone(), tx);
+        let evaluated = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let planned = vec![
+            Planned {
+                config: config("stuck"),
+                beacon: Box::new(Stuck),
+            },
+            Planned {
+                config: config("silent"),
+                beacon: Box::new(Silent(evaluated.clone())),
+            },
+            Planned {
+                config: config("ticking"),
+                beacon: Box::new(Faulty(10)),
+            },
+        ];
+        sched.apply(ctx, planned);
+        let supervisor = tokio::spawn(async move { while sched.supervise().await {} });
+        // `ticking` (every 10 ms) goes on while `stuck` sleeps 3 s in its first evaluation.
+        let mut ticks = 0;
+        let mut silent = 0;
+        while ticks < 20 {
+            let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("ticking's events keep coming while stuck is blocked")
+                .expect("channel open");
+            match ev.tag.as_str() {
+                "salt/beacon/unit/ticking/" => ticks += 1,
+                "salt/beacon/unit/silent/" => silent += 1,
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        // The source beacon was evaluated once after its start, without a flag of its own.
+        assert_eq!(silent, 1);
+        assert_eq!(evaluated.load(std::sync::atomic::Ordering::SeqCst), 1);
+        supervisor.abort();
+    }
+
+    /// The cost of lending a beacon to the blocking pool, against calling it in place (run with
+    /// `--ignored --nocapture`; a measurement, not a check).
+    #[tokio::test]
+    #[ignore]
+    async fn measure_off_runtime_round_trip() {
+        let n = 20_000u32;
+        let mut beacon: Box<dyn Beacon> = Box::new(Faulty(10));
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = beacon.evaluate();
+        }
+        let inline = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let (b, _) = off_runtime(beacon, |b| b.evaluate())
+                .await
+                .expect("runtime up");
+            beacon = b;
+        }
+        let pooled = t.elapsed() / n;
+        eprintln!("evaluate in place: {inline:?}; through spawn_blocking: {pooled:?}");
     }
 }

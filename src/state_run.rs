@@ -1,7 +1,6 @@
 //! Is salt-minion running a `state.*` job? Detected the way salt-minion does it: the msgpack
 //! job files in `<cachedir>/proc/`, whose `pid` is alive and is a Salt process.
 
-use serde::Deserialize;
 use std::path::Path;
 
 /// A running state job.
@@ -12,22 +11,12 @@ pub struct StateJob {
     pub pid: i32,
 }
 
-#[derive(Deserialize)]
-struct JobFile {
-    #[serde(default)]
-    jid: Option<JobId>,
-    #[serde(default)]
-    fun: Option<String>,
-    #[serde(default)]
-    pid: Option<i64>,
-}
-
-/// Salt writes the jid as a string; accept a number too.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum JobId {
-    Text(String),
-    Number(i64),
+/// The job file's `key` (a msgpack map with string keys, as `salt.payload.dumps` writes it).
+fn field<'a>(job: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value> {
+    job.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
 }
 
 /// The first running `state.*` job found in `<cachedir>/proc`, if any. Unlike salt-minion, the
@@ -38,10 +27,14 @@ pub fn running_state_job(cachedir: &Path) -> Option<StateJob> {
         let Ok(bytes) = std::fs::read(entry.path()) else {
             continue;
         };
-        let Ok(job) = rmp_serde::from_slice::<JobFile>(&bytes) else {
+        // rmpv bounds nesting depth and preallocation: a crafted file is an error, not a crash.
+        let Ok(job) = rmpv::decode::read_value(&mut bytes.as_slice()) else {
             continue;
         };
-        let (Some(fun), Some(pid)) = (job.fun, job.pid) else {
+        let (Some(fun), Some(pid)) = (
+            field(&job, "fun").and_then(rmpv::Value::as_str),
+            field(&job, "pid").and_then(rmpv::Value::as_i64),
+        ) else {
             continue;
         };
         // Salt: re.match("state.*", fun)
@@ -54,11 +47,13 @@ pub fn running_state_job(cachedir: &Path) -> Option<StateJob> {
         if pid <= 0 || !is_salt_process(pid) {
             continue;
         }
-        let jid = match job.jid {
-            Some(JobId::Text(s)) => s,
-            Some(JobId::Number(n)) => n.to_string(),
+        // Salt writes the jid as a string; accept a number too.
+        let jid = match field(&job, "jid") {
+            Some(rmpv::Value::String(s)) => s.as_str().unwrap_or_default().to_owned(),
+            Some(v) => v.as_i64().map(|n| n.to_string()).unwrap_or_default(),
             None => String::new(),
         };
+        let fun = fun.to_owned();
         return Some(StateJob { jid, fun, pid });
     }
     None

@@ -3,8 +3,9 @@
 //!
 //! The unit (`packaging/beacond.service`) is `Type=notify` with `WatchdogSec=`, so the agent:
 //! - sends [`ready`] once every beacon has been planned and the sink is running;
-//! - runs [`watchdog_loop`] on the runtime, which sends `WATCHDOG=1` at half the interval systemd
-//!   asked for (`$WATCHDOG_USEC`); a wedged runtime stops the pings and systemd restarts the agent;
+//! - sends `WATCHDOG=1` from the runtime at half the interval systemd asked for
+//!   ([`watchdog_interval`], `$WATCHDOG_USEC`); a wedged runtime stops the pings and systemd
+//!   restarts the agent;
 //! - sends [`stopping`] when it begins to shut down.
 //!
 //! Outside systemd (`$NOTIFY_SOCKET` unset) every call is a no-op returning `Ok(false)`.
@@ -71,23 +72,6 @@ fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Dura
     }
     let usec: u64 = usec?.trim().parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
-}
-
-/// Ping the watchdog at half its interval, forever; returns at once when systemd asked for no
-/// watchdog. Spawn it on the agent's runtime: if the runtime stops making progress, the pings
-/// stop and systemd restarts the service (`Restart=on-failure`).
-pub async fn watchdog_loop() {
-    let Some(interval) = watchdog_interval() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(interval / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = notify("WATCHDOG=1") {
-            tracing::warn!("cannot ping the systemd watchdog: {e}");
-        }
-    }
 }
 
 #[cfg(test)]

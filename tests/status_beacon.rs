@@ -7,10 +7,7 @@ use common::beacond::*;
 use serde_json::Value;
 
 fn fixture() -> String {
-    repo()
-        .join("tests/fixtures/others2/proc")
-        .display()
-        .to_string()
+    repo().join("tests/fixtures/proc").display().to_string()
 }
 
 #[test]
@@ -38,8 +35,7 @@ fn default_functions_from_a_proc_fixture() {
         d["loadavg"],
         serde_json::json!({"1-min": 0.42, "5-min": 1.5, "15-min": 2.0})
     );
-    let stat =
-        std::fs::read_to_string(repo().join("tests/fixtures/others2/proc/stat")).expect("stat");
+    let stat = std::fs::read_to_string(repo().join("tests/fixtures/proc/stat")).expect("stat");
     let user: u64 = stat
         .split_whitespace()
         .nth(1)

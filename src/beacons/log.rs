@@ -12,7 +12,7 @@
 //! truncation (copytruncate), only consumes complete lines, and remembers its position across
 //! restarts in its state directory (lines written while beacond was down are reported).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::de::{self, Located};
 use crate::config::types::{NameMap, PyRegex};
 use crate::config::yaml::Pos;
@@ -42,8 +42,6 @@ pub struct LogBeacon {
     cur: Option<Follow>,
     /// A rotated-away file still being drained.
     old: Option<Follow>,
-    /// Evaluate once without waiting (after start: catch up on what was written meanwhile).
-    kick: bool,
     /// A problem found at start, reported by the first evaluation (Salt's error shape).
     notice: Option<String>,
 }
@@ -128,7 +126,6 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         inotify: None,
         cur: None,
         old: None,
-        kick: false,
         notice: None,
     }))
 }
@@ -255,7 +252,7 @@ impl LogBeacon {
 
 impl Beacon for LogBeacon {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| self.io(e))?;
+        let mut ino = Inotify::new().map_err(|e| self.io(e))?;
         ino.add_watch(&self.dir, DIR_MASK)
             .map_err(|e| BeaconError::io(&self.dir, e))?;
         self.inotify = Some(ino);
@@ -299,19 +296,11 @@ impl Beacon for LogBeacon {
             }
         }
         self.save()?;
-        self.kick = true;
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
-            if std::mem::take(&mut self.kick) {
-                return Ok(());
-            }
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let path = self.dir.clone();
             let ino = self
                 .inotify
@@ -325,11 +314,11 @@ impl Beacon for LogBeacon {
             })
             .await
             .map_err(|e| BeaconError::io(&path, e))
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let _ = ino.drain();
         }
         let before = self.cur.as_ref().map(|f| (f.ino, f.pos));

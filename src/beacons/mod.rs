@@ -74,23 +74,31 @@ impl BuildContext {
     }
 }
 
-/// One beacon instance.
-pub trait Beacon: Send {
-    /// Open OS resources (watches, sockets, files). Called before the first evaluation, and
-    /// again after a failure; never by `--check`.
+/// How the scheduler waits for a beacon's next evaluation.
+pub enum Drive<'a> {
+    /// On every `interval` tick (polled beacons).
+    Interval,
+    /// When this resolves: the OS source has something to read (event-driven beacons). An
+    /// error is reported and the beacon waits an interval before asking again.
+    Source(Ready<'a>),
+}
+
+/// One beacon instance. The scheduler starts it, evaluates it once, then evaluates it again
+/// each time [`Beacon::drive`] says so. `start`, `evaluate` and the state-run hooks may block
+/// (files, D-Bus, child processes): the scheduler runs them on the blocking thread pool, never
+/// on the runtime, so a slow beacon delays only itself.
+pub trait Beacon: Send + 'static {
+    /// Open OS resources (watches, sockets, files). Called before the first evaluation (and
+    /// again until it succeeds); never by `--check`.
     fn start(&mut self) -> Result<(), BeaconError> {
         Ok(())
     }
 
-    /// Polled beacons (the default) are evaluated on every `interval` tick. Event-driven beacons
-    /// return false and are evaluated each time `ready` resolves.
-    fn polled(&self) -> bool {
-        true
-    }
-
-    /// Resolves when the OS source has something to read (event-driven beacons only).
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(std::future::pending())
+    /// What the next evaluation waits for; asked before every evaluation but the first.
+    /// Polled beacons keep the default. A source beacon returns its future here, so being
+    /// event-driven without saying what to await cannot be written.
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Interval
     }
 
     /// Read the source, diff against the last state, and return the events to fire.

@@ -24,7 +24,7 @@
 //! `onvalue`: only fire when the attribute changed to that value (a falsy `onvalue` always fires,
 //! as in Salt). An interface that appears after startup reports its watched attributes.
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::netlink::{self, Socket};
@@ -536,12 +536,8 @@ impl Beacon for NetworkSettings {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let deadline = self.deadline;
             if let Some(raw) = self.sock.take() {
                 // SAFETY: the socket's descriptor is owned by `raw`, which the AsyncFd now owns
@@ -577,7 +573,7 @@ impl Beacon for NetworkSettings {
             self.queue.extend(got);
             self.overflowed |= overflow;
             Ok(())
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -13,10 +13,10 @@
 //! (default `/var/run/utmp`). The config file's directory is watched with inotify; selinuxfs
 //! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
 
-use super::utmp::{self, USER_PROCESS};
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
+use crate::sources::utmp::{self, USER_PROCESS};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -132,7 +132,7 @@ pub fn who(utmp_file: &Path) -> Value {
 
 impl Beacon for Selinux {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
         let mask = libc::IN_MODIFY
             | libc::IN_CLOSE_WRITE
             | libc::IN_CREATE
@@ -151,12 +151,8 @@ impl Beacon for Selinux {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
@@ -171,7 +167,7 @@ impl Beacon for Selinux {
                     Ok(())
                 }
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

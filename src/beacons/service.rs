@@ -22,7 +22,7 @@
 //!
 //! Events: tag `.../service/<name>`, data `{<name>: {running, [uncleanshutdown]}, service_name}`.
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::yaml::{Node, Yaml};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::dbus::{self, Conn, Message, NameOwner, Val};
@@ -686,16 +686,17 @@ impl Beacon for Service {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        !matches!(self.live, Some(Backend::Dbus))
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        // systemctl and /proc are polled; only D-Bus signals wake the beacon.
+        if !matches!(self.live, Some(Backend::Dbus)) {
+            return Drive::Interval;
+        }
+        Drive::Source(Box::pin(async move {
             if self.bus.is_none() {
-                // The connection was lost: try again after an interval.
+                // The connection was lost: `evaluate` connects again (it may block; the
+                // scheduler runs it off the runtime) after an interval.
                 tokio::time::sleep(self.tick.max(Duration::from_secs(1))).await;
-                return self.connect();
+                return Ok(());
             }
             let deadline = self.deadline();
             let Some(bus) = self.bus.as_mut() else {
@@ -736,13 +737,16 @@ impl Beacon for Service {
                     _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } }, if deadline.is_some() => return Ok(()),
                 }
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
         let now = Instant::now();
         let tick = match self.live {
             Some(Backend::Dbus) => {
+                if self.bus.is_none() {
+                    self.connect()?;
+                }
                 self.drain_bus()?;
                 let due = self.next_tick.is_none_or(|t| now >= t);
                 if due {

@@ -26,11 +26,12 @@
 //! The tag's pid is the shell's (Salt tags each event with the pid of the traced shell);
 //! `pid` is the process that ran the command.
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::yaml::Yaml;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::ebpf;
-use crate::sources::proc_connector::{Msg, ProcConnector, Reader};
+use crate::sources::proc_connector::{self, Msg, ProcConnector, Reader};
+use crate::sources::reader_thread::ReaderThread;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -595,22 +596,11 @@ impl Sh {
     fn drain_connector(&mut self) -> Result<Vec<Data>, BeaconError> {
         let mut out = Vec::new();
         let mut overrun = false;
-        self.pending = false;
-        // Bounded per evaluation so one burst cannot starve the other beacons' output.
-        for i in 0..4096 {
-            let msg = match self.buffered.take() {
-                Some(m) => m,
-                None => match &mut self.mode {
-                    Some(Mode::Connector(reader)) => match reader.try_recv() {
-                        Some(m) => m,
-                        None => break,
-                    },
-                    _ => break,
-                },
-            };
-            if i == 4095 {
-                self.pending = true;
-            }
+        let reader = match &mut self.mode {
+            Some(Mode::Connector(reader)) => Some(reader),
+            _ => None,
+        };
+        for msg in next_batch(&mut self.buffered, reader, &mut self.pending) {
             match msg {
                 Msg::Fork { parent, child } => {
                     // A forked copy is where the shell runs a command: its nearest shell is the
@@ -647,20 +637,52 @@ impl Sh {
                 lost = self.lost,
                 "proc connector events were lost; rescanning /proc"
             );
-            let mut d = Data::new();
-            d.insert("tag".into(), json!("overrun"));
-            d.insert("overruns".into(), json!(self.overruns));
-            d.insert("lost".into(), json!(self.lost));
-            d.insert("source".into(), json!("proc_connector"));
-            d.insert(
-                "message".into(),
-                json!("the kernel dropped proc connector messages (overruns: receive buffer full; lost: gaps in the kernel's per-CPU sequence numbers); processes still alive were rescanned from /proc"),
-            );
-            out.push(d);
-            out.extend(self.scan("proc_connector", true)?);
+            let counts = [("overruns", self.overruns), ("lost", self.lost)];
+            out.extend(self.overrun("proc_connector", &counts, "the kernel dropped proc connector messages (overruns: receive buffer full; lost: gaps in the kernel's per-CPU sequence numbers); processes still alive were rescanned from /proc")?);
         }
         Ok(out)
     }
+}
+
+/// Queued reader messages handled per evaluation, so one burst cannot starve the other
+/// beacons' output.
+const MAX_PER_EVALUATION: usize = 4096;
+
+/// The next batch from a reader thread: the message held back last time first, then what is
+/// queued, up to `MAX_PER_EVALUATION`; `pending` says more may be queued.
+fn next_batch<M>(
+    held: &mut Option<M>,
+    reader: Option<&mut ReaderThread<M>>,
+    pending: &mut bool,
+) -> Vec<M> {
+    let mut batch: Vec<M> = held.take().into_iter().collect();
+    if let Some(reader) = reader {
+        while batch.len() < MAX_PER_EVALUATION {
+            match reader.try_recv() {
+                Some(m) => batch.push(m),
+                None => break,
+            }
+        }
+    }
+    *pending = batch.len() == MAX_PER_EVALUATION;
+    batch
+}
+
+/// Wait for the reader's next message and hold it for `evaluate` (at once when one is held);
+/// a reader whose thread ended is an error.
+async fn hold_next<M>(
+    reader: &mut ReaderThread<M>,
+    held: &mut Option<M>,
+    what: &str,
+) -> Result<(), BeaconError> {
+    if held.is_none() {
+        let m = reader
+            .recv()
+            .await
+            .ok_or_else(|| BeaconError::Message(format!("{what} reader stopped; see the log")))?;
+        *held = Some(m);
+    }
+    Ok(())
 }
 
 /// The cgroup2 mount: `cgroupfs` when configured, else from /proc/self/mountinfo.
@@ -791,21 +813,11 @@ impl Sh {
     fn drain_ebpf(&mut self) -> Result<Vec<Data>, BeaconError> {
         let mut out = Vec::new();
         let mut lost = None;
-        self.pending = false;
-        for i in 0..4096 {
-            let msg = match self.ebpf_buffered.take() {
-                Some(m) => m,
-                None => match &mut self.mode {
-                    Some(Mode::Ebpf(reader)) => match reader.try_recv() {
-                        Some(m) => m,
-                        None => break,
-                    },
-                    _ => break,
-                },
-            };
-            if i == 4095 {
-                self.pending = true;
-            }
+        let reader = match &mut self.mode {
+            Some(Mode::Ebpf(reader)) => Some(reader),
+            _ => None,
+        };
+        for msg in next_batch(&mut self.ebpf_buffered, reader, &mut self.pending) {
             match msg {
                 ebpf::Msg::Record(r, _) if r.exit => out.extend(self.on_ebpf_exit(r)),
                 ebpf::Msg::Record(r, seen) => {
@@ -829,28 +841,42 @@ impl Sh {
                 lost_exit = exit,
                 "eBPF ring buffer full: records lost; rescanning /proc"
             );
-            let mut d = Data::new();
-            d.insert("tag".into(), json!("overrun"));
-            d.insert("overruns".into(), json!(self.ebpf_overruns));
-            d.insert("lost".into(), json!(exec + exit));
-            d.insert("lost_exec".into(), json!(exec));
-            d.insert("lost_exit".into(), json!(exit));
-            d.insert("new_lost_exec".into(), json!(new_exec));
-            d.insert("new_lost_exit".into(), json!(new_exit));
-            d.insert("source".into(), json!("ebpf"));
-            d.insert(
-                "message".into(),
-                json!("the eBPF ring buffer was full: the kernel counted every exec/exit record it could not reserve (running totals); processes still alive were rescanned from /proc"),
-            );
-            out.push(d);
-            out.extend(self.scan("ebpf", true)?);
+            let counts = [
+                ("overruns", self.ebpf_overruns),
+                ("lost", exec + exit),
+                ("lost_exec", exec),
+                ("lost_exit", exit),
+                ("new_lost_exec", new_exec),
+                ("new_lost_exit", new_exit),
+            ];
+            out.extend(self.overrun("ebpf", &counts, "the eBPF ring buffer was full: the kernel counted every exec/exit record it could not reserve (running totals); processes still alive were rescanned from /proc")?);
         }
+        Ok(out)
+    }
+
+    /// The `overrun` event after the kernel lost messages of `source`, then a /proc rescan
+    /// (what is still alive is reported).
+    fn overrun(
+        &mut self,
+        source: &'static str,
+        counts: &[(&str, u64)],
+        message: &str,
+    ) -> Result<Vec<Data>, BeaconError> {
+        let mut d = Data::new();
+        d.insert("tag".into(), json!("overrun"));
+        for (key, n) in counts {
+            d.insert((*key).into(), json!(n));
+        }
+        d.insert("source".into(), json!(source));
+        d.insert("message".into(), json!(message));
+        let mut out = vec![d];
+        out.extend(self.scan(source, true)?);
         Ok(out)
     }
 
     fn open_ebpf(&self) -> Result<ebpf::Reader<Seen>, ebpf::EbpfError> {
         let procfs = self.procfs.clone();
-        ebpf::Reader::spawn(self.ebpf, &self.btf, 16_384, move |r: &ebpf::Record| {
+        ebpf::spawn_reader(self.ebpf, &self.btf, 16_384, move |r: &ebpf::Record| {
             if r.exit {
                 return Seen::default();
             }
@@ -864,7 +890,7 @@ impl Sh {
     /// The reader thread: reads each exec's /proc entry as soon as the kernel reports it.
     fn reader(&self, pc: ProcConnector) -> std::io::Result<Reader<Info>> {
         let procfs = self.procfs.clone();
-        Reader::spawn(pc, 16_384, move |pid| read_info(&procfs, pid))
+        proc_connector::spawn_reader(pc, 16_384, move |pid| read_info(&procfs, pid))
     }
 }
 
@@ -925,49 +951,25 @@ impl Beacon for Sh {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
             match self.mode.as_mut() {
                 Some(Mode::Ebpf(reader)) => {
-                    if self.ebpf_buffered.is_some() {
-                        return Ok(());
+                    let r = hold_next(reader, &mut self.ebpf_buffered, "eBPF").await;
+                    if r.is_err() {
+                        self.mode = None;
                     }
-                    match reader.recv().await {
-                        Some(m) => {
-                            self.ebpf_buffered = Some(m);
-                            Ok(())
-                        }
-                        None => {
-                            self.mode = None;
-                            Err(BeaconError::Message(
-                                "eBPF reader stopped; see the log".into(),
-                            ))
-                        }
-                    }
+                    r
                 }
                 Some(Mode::Connector(reader)) => {
-                    if self.buffered.is_some() {
-                        return Ok(());
+                    let r = hold_next(reader, &mut self.buffered, "proc connector").await;
+                    if r.is_err() {
+                        self.mode = None;
                     }
-                    match reader.recv().await {
-                        Some(m) => {
-                            self.buffered = Some(m);
-                            Ok(())
-                        }
-                        None => {
-                            self.mode = None;
-                            Err(BeaconError::Message(
-                                "proc connector reader stopped; see the log".into(),
-                            ))
-                        }
-                    }
+                    r
                 }
                 Some(Mode::Scan) => {
                     tokio::time::sleep(self.scan_interval).await;
@@ -976,7 +978,7 @@ impl Beacon for Sh {
                 // The reader stopped (an error was reported): subscribe again.
                 None => self.start(),
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -26,7 +26,7 @@
 //! state-running functions), `exclude` (a list of globs on state ids), `minion_jobs` (default
 //! `<cachedir>/minion_jobs`).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError, MinionOpts};
 use crate::sources::fswatch::{self, Inotify, WatchEvent};
 use serde_json::{json, Map, Value};
@@ -447,14 +447,14 @@ impl StateResults {
             .collect();
         for wd in done {
             self.job_wds.remove(&wd);
-            if let Some(ino) = &self.inotify {
+            if let Some(ino) = &mut self.inotify {
                 ino.rm_watch(wd);
             }
         }
     }
 
     fn watch_jobs_dir(&mut self) -> Result<(), BeaconError> {
-        let Some(ino) = &self.inotify else {
+        let Some(ino) = &mut self.inotify else {
             return Ok(());
         };
         let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
@@ -484,7 +484,7 @@ impl StateResults {
             return;
         }
         let dir = self.jobs_dir.join(jid);
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
             match ino.add_watch(&dir, mask) {
                 Ok(wd) => {
@@ -552,12 +552,8 @@ impl Beacon for StateResults {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             loop {
                 if self.rescan || !self.pending.is_empty() {
                     return Ok(());
@@ -571,7 +567,7 @@ impl Beacon for StateResults {
                     .map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
                 self.pending.extend(events);
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

@@ -16,7 +16,7 @@
 //! `members_removed`. A password change shows as `password` in `changes`: password hashes are
 //! never put in an event, nor kept (only a digest of it, to notice the change).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use serde_json::{json, Map, Value};
@@ -48,7 +48,6 @@ pub struct Users {
     /// passwd, then group, then shadow); evaluating then would report half of it.
     locks: Vec<PathBuf>,
     last: Option<Snapshot>,
-    kick: bool,
 }
 
 /// Everything known about the accounts, as kept between evaluations (and on disk).
@@ -119,7 +118,6 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         names,
         locks,
         last: None,
-        kick: false,
     }))
 }
 
@@ -375,7 +373,7 @@ impl Users {
 
 impl Beacon for Users {
     fn start(&mut self) -> Result<(), BeaconError> {
-        let ino = Inotify::new().map_err(|e| BeaconError::io(&self.passwd, e))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::io(&self.passwd, e))?;
         let mut dirs: Vec<&Path> = Vec::new();
         for p in [Some(&self.passwd), Some(&self.group), self.shadow.as_ref()]
             .into_iter()
@@ -400,19 +398,11 @@ impl Beacon for Users {
                 }
             };
         }
-        self.kick = true;
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
-            if std::mem::take(&mut self.kick) {
-                return Ok(());
-            }
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let passwd = self.passwd.clone();
             let ino = self
                 .inotify
@@ -425,11 +415,11 @@ impl Beacon for Users {
             })
             .await
             .map_err(|e| BeaconError::io(&passwd, e))
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
-        if let Some(ino) = &self.inotify {
+        if let Some(ino) = &mut self.inotify {
             let _ = ino.drain();
         }
         if self.locked() {

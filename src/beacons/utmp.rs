@@ -9,7 +9,7 @@
 //! fields under their own names: `ut_session`, `tv_sec`, `tv_usec`, `timestamp` (RFC 3339, UTC)
 //! and `ip` (from `ut_addr_v6`).
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::yaml::Node;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
@@ -604,7 +604,7 @@ impl Beacon for LoginBeacon {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let ino = Inotify::new().map_err(|e| BeaconError::io(&dir, e))?;
+        let mut ino = Inotify::new().map_err(|e| BeaconError::io(&dir, e))?;
         ino.add_watch(
             &dir,
             libc::IN_MODIFY
@@ -620,12 +620,8 @@ impl Beacon for LoginBeacon {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             if self.pending {
                 return Ok(());
             }
@@ -639,7 +635,7 @@ impl Beacon for LoginBeacon {
             })
             .await
             .map_err(|e| BeaconError::io(&self.file, e))
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {

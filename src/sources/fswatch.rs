@@ -1,21 +1,24 @@
-//! Small shared pieces for the file-following beacons (`btmp`, `wtmp`, `selinux`, `log`,
-//! `journald`, `users`, `pkg`): a
-//! non-blocking inotify instance awaited through tokio, and durable JSON state files under
-//! `BuildContext::state_dir` written atomically (temp file + rename).
+//! Small shared pieces for the file-watching beacons (`inotify`, `btmp`, `wtmp`, `selinux`,
+//! `log`, `journald`, `users`, `pkg`, `state_results`): the `inotify` crate's instance awaited
+//! through tokio, and durable JSON state files under `BuildContext::state_dir` written atomically
+//! (temp file + rename).
 
 use crate::beacons::BeaconError;
-use std::ffi::{CString, OsString};
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use tokio::io::unix::AsyncFd;
 
-/// One inotify event: the watch it belongs to, its mask, and the name within a watched directory.
+pub use inotify::{WatchDescriptor, WatchMask, Watches};
+
+/// One inotify event: the watch it belongs to, its mask, the rename cookie, and the name within
+/// a watched directory.
 #[derive(Debug, Clone)]
 pub struct WatchEvent {
     pub wd: i32,
     pub mask: u32,
+    pub cookie: u32,
     pub name: Option<OsString>,
 }
 
@@ -35,51 +38,54 @@ pub const DIR_MASK: u32 = libc::IN_MODIFY
     | libc::IN_MOVED_TO
     | libc::IN_ATTRIB;
 
-/// A non-blocking inotify instance; the fd is closed on drop (reload-safe).
+/// A non-blocking inotify instance (the `inotify` crate's), registered with tokio on the first
+/// wait; the fd and every watch close on drop (reload-safe).
 pub struct Inotify {
-    owned: Option<OwnedFd>,
-    registered: Option<AsyncFd<OwnedFd>>,
+    owned: Option<inotify::Inotify>,
+    registered: Option<AsyncFd<inotify::Inotify>>,
+    watches: Watches,
+    /// The descriptors `add_watch` handed out by number, for `rm_watch`.
+    by_id: HashMap<i32, WatchDescriptor>,
 }
 
 impl Inotify {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: inotify_init1 takes flags only and returns a new fd or -1.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // `init` opens the fd with IN_NONBLOCK | IN_CLOEXEC.
+        let owned = inotify::Inotify::init()?;
         Ok(Inotify {
+            watches: owned.watches(),
             owned: Some(owned),
             registered: None,
+            by_id: HashMap::new(),
         })
     }
 
-    fn raw(&self) -> RawFd {
-        match (&self.registered, &self.owned) {
-            (Some(a), _) => a.get_ref().as_raw_fd(),
-            (None, Some(o)) => o.as_raw_fd(),
-            (None, None) => -1,
-        }
+    /// The crate's watch handle, for callers that keep `WatchDescriptor`s themselves.
+    pub fn watches(&self) -> Watches {
+        self.watches.clone()
     }
 
-    /// Watch `path` with `mask`; returns the watch descriptor.
-    pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        // SAFETY: `c` is a valid NUL-terminated string that outlives the call; the fd is ours.
-        let wd = unsafe { libc::inotify_add_watch(self.raw(), c.as_ptr(), mask) };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(wd)
+    /// Watch `path` with `mask`; returns the watch descriptor's number (as events carry it).
+    pub fn add_watch(&mut self, path: &Path, mask: u32) -> io::Result<i32> {
+        let wd = self.watches.add(path, WatchMask::from_bits_retain(mask))?;
+        let id = wd.get_watch_descriptor_id();
+        self.by_id.insert(id, wd);
+        Ok(id)
     }
 
     /// Stop watching `wd` (errors ignored: the watch may already be gone with its inode).
-    pub fn rm_watch(&self, wd: i32) {
-        // SAFETY: plain syscall on our own fd; an invalid wd only yields EINVAL.
-        unsafe { libc::inotify_rm_watch(self.raw(), wd) };
+    pub fn rm_watch(&mut self, wd: i32) {
+        if let Some(wd) = self.by_id.remove(&wd) {
+            let _ = self.watches.remove(wd);
+        }
+    }
+
+    fn inner(&mut self) -> io::Result<&mut inotify::Inotify> {
+        match (&mut self.registered, &mut self.owned) {
+            (Some(a), _) => Ok(a.get_mut()),
+            (None, Some(o)) => Ok(o),
+            (None, None) => Err(io::Error::other("inotify fd already closed")),
+        }
     }
 
     /// Wait until events can be read. Must run inside the tokio runtime.
@@ -89,16 +95,18 @@ impl Inotify {
                 .owned
                 .take()
                 .ok_or_else(|| io::Error::other("inotify fd already closed"))?;
-            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and is the same
-            // descriptor until the AsyncFd is dropped, and OwnedFd::as_raw_fd never changes.
+            // SAFETY: the `inotify::Inotify` moves into the AsyncFd and owns its fd, closed only
+            // when it and every `Watches` clone are dropped (`close` is never called); its
+            // `as_raw_fd` always returns that fd, so it stays open and the same for the
+            // AsyncFd's whole lifetime.
             let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
             self.registered = Some(afd);
         }
-        let Some(afd) = &self.registered else {
+        let Some(afd) = &mut self.registered else {
             return Err(io::Error::other("inotify fd not registered"));
         };
-        let mut guard = afd.readable().await?;
+        let mut guard = afd.readable_mut().await?;
         // The caller drains everything right after; new events re-arm the edge.
         guard.clear_ready();
         Ok(())
@@ -126,45 +134,39 @@ impl Inotify {
         }
     }
 
+    /// One read of queued events into `buf`: `WouldBlock` when none is queued.
+    pub fn read_batch(&mut self, buf: &mut [u8]) -> io::Result<Vec<WatchEvent>> {
+        let events = self.inner()?.read_events(buf)?;
+        Ok(events
+            .map(|e| WatchEvent {
+                wd: e.wd.get_watch_descriptor_id(),
+                mask: e.mask.bits(),
+                cookie: e.cookie,
+                name: e.name.map(|n| n.to_os_string()),
+            })
+            .collect())
+    }
+
     /// Read every queued event without blocking.
-    pub fn drain(&self) -> io::Result<Vec<WatchEvent>> {
+    pub fn drain(&mut self) -> io::Result<Vec<WatchEvent>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            // SAFETY: `buf` is valid for `buf.len()` writable bytes; the fd is ours.
-            let n = unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    return Ok(out);
+            match self.read_batch(&mut buf) {
+                Ok(batch) if batch.is_empty() => return Ok(out),
+                Ok(batch) => out.extend(batch),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ok(out)
                 }
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-            if n == 0 {
-                return Ok(out);
-            }
-            parse_events(&buf[..n as usize], &mut out);
         }
-    }
-}
-
-/// Decode `struct inotify_event` records (wd i32, mask u32, cookie u32, len u32, name[len]).
-fn parse_events(mut b: &[u8], out: &mut Vec<WatchEvent>) {
-    const HDR: usize = 16;
-    while b.len() >= HDR {
-        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        let wd = i32::from_ne_bytes(word(0));
-        let mask = u32::from_ne_bytes(word(4));
-        let len = u32::from_ne_bytes(word(12)) as usize;
-        let end = (HDR + len).min(b.len());
-        let raw = &b[HDR..end];
-        let name_bytes = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
-        let name = (!name_bytes.is_empty()).then(|| OsString::from_vec(name_bytes.to_vec()));
-        out.push(WatchEvent { wd, mask, name });
-        b = &b[end..];
     }
 }
 
@@ -219,27 +221,4 @@ pub fn save_state(path: &Path, value: &serde_json::Value) -> Result<(), BeaconEr
     f.write_all(value.to_string().as_bytes())
         .map_err(|e| BeaconError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| BeaconError::io(path, e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_packed_events() {
-        let mut b = Vec::new();
-        for (wd, name) in [(1i32, &b"passwd\0\0"[..]), (2, &b""[..])] {
-            b.extend_from_slice(&wd.to_ne_bytes());
-            b.extend_from_slice(&libc::IN_MOVED_TO.to_ne_bytes());
-            b.extend_from_slice(&0u32.to_ne_bytes());
-            b.extend_from_slice(&(name.len() as u32).to_ne_bytes());
-            b.extend_from_slice(name);
-        }
-        let mut out = Vec::new();
-        parse_events(&b, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].name.as_deref(), Some(std::ffi::OsStr::new("passwd")));
-        assert_eq!(out[1].wd, 2);
-        assert!(out[1].name.is_none());
-    }
 }

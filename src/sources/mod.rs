@@ -4,7 +4,9 @@
 pub(crate) mod dbus;
 pub mod ebpf;
 pub mod fswatch;
+pub mod journal;
 pub(crate) mod netlink;
 pub mod proc_connector;
 pub mod procfs;
+pub mod reader_thread;
 pub mod utmp;

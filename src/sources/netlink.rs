@@ -1,9 +1,14 @@
-//! A minimal rtnetlink socket: open, subscribe to multicast groups, dump, receive, and parse the
-//! few message layouts beacond needs (`ifinfomsg`, `ifaddrmsg`, `ndmsg` and their attributes).
-//! Plain `libc`: the netlink crates bring far more than these ~200 lines.
+//! Netlink sockets, shared by every netlink client (rtnetlink for `network_settings`,
+//! sock_diag for `listening_ports`, the proc connector for `sh`): open, bind to multicast
+//! groups, dump, receive, and parse the few message layouts beacond needs (`ifinfomsg`,
+//! `ifaddrmsg`, `ndmsg` and their attributes). The socket is `socket2`'s and the bind and
+//! `SO_RCVBUFFORCE` are `nix`'s, so no socket call is hand-written; the netlink crates bring far
+//! more than these few message layouts.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use nix::sys::socket::{setsockopt, sockopt, NetlinkAddr};
+use socket2::{Domain, Protocol, Type};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 pub const RTMGRP_LINK: u32 = 0x1;
 pub const RTMGRP_NEIGH: u32 = 0x4;
@@ -24,11 +29,11 @@ pub const RTM_GETNEIGH: u16 = 30;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_HDRLEN: usize = 16;
 
-/// An `AF_NETLINK`/`NETLINK_ROUTE` socket; closed on drop.
+/// An `AF_NETLINK` socket; closed on drop.
 pub struct Socket {
-    fd: OwnedFd,
+    sock: socket2::Socket,
 }
 
 impl Socket {
@@ -37,68 +42,57 @@ impl Socket {
         Self::open_protocol(libc::NETLINK_ROUTE, groups, nonblocking)
     }
 
-    /// A netlink socket of any protocol (`NETLINK_SOCK_DIAG` for socket dumps).
+    /// A raw netlink socket of any protocol (`NETLINK_SOCK_DIAG` for socket dumps), with a
+    /// 1 MiB receive buffer: overflow (ENOBUFS) stays rare on hosts with many interfaces.
     pub fn open_protocol(protocol: i32, groups: u32, nonblocking: bool) -> io::Result<Socket> {
-        let mut ty = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
-        if nonblocking {
-            ty |= libc::SOCK_NONBLOCK;
+        let s = Self::open_with(Type::RAW, protocol, nonblocking)?;
+        let _ = s.sock.set_recv_buffer_size(1 << 20);
+        s.bind(groups)?;
+        Ok(s)
+    }
+
+    /// An unbound netlink socket of type `ty` (CLOEXEC, as socket2 always opens them).
+    pub fn open_with(ty: Type, protocol: i32, nonblocking: bool) -> io::Result<Socket> {
+        let sock = socket2::Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            ty,
+            Some(Protocol::from(protocol)),
+        )?;
+        sock.set_nonblocking(nonblocking)?;
+        Ok(Socket { sock })
+    }
+
+    /// Bind to the multicast `groups` (the kernel picks the port id).
+    pub fn bind(&self, groups: u32) -> io::Result<()> {
+        nix::sys::socket::bind(self.sock.as_raw_fd(), &NetlinkAddr::new(0, groups))
+            .map_err(io::Error::from)
+    }
+
+    /// Ask for a receive buffer of `size` bytes: past `rmem_max` when we have CAP_NET_ADMIN
+    /// (SO_RCVBUFFORCE), else as much as `rmem_max` allows.
+    pub fn force_recv_buffer(&self, size: usize) {
+        let size = size.min(i32::MAX as usize);
+        if setsockopt(&self.sock, sockopt::RcvBufForce, &size).is_err() {
+            let _ = self.sock.set_recv_buffer_size(size);
         }
-        // SAFETY: plain syscall with constant arguments; the result is checked below.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, ty, protocol) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // A larger receive buffer makes overflow (ENOBUFS) rare on hosts with many interfaces.
-        let size: libc::c_int = 1 << 20;
-        // SAFETY: `size` is a valid c_int that lives across the call; length matches.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = groups;
-        // SAFETY: `addr` is a valid sockaddr_nl and the length given is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Socket { fd })
+    }
+
+    /// One datagram into `buf`; `WouldBlock` on a non-blocking socket when there is none.
+    pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.sock).read(buf)
     }
 
     /// One datagram (possibly several netlink messages). `WouldBlock` when there is none.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.resize(64 * 1024, 0);
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf.truncate(n as usize);
-        Ok(n as usize)
+        let n = self.recv_into(buf)?;
+        buf.truncate(n);
+        Ok(n)
     }
 
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: `msg` is valid for reads of `msg.len()` bytes.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// Send one message (a datagram).
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        self.sock.send(msg).map(drop)
     }
 
     /// Dump a table (`RTM_GETLINK`, `RTM_GETADDR`, `RTM_GETNEIGH`) on a blocking socket and
@@ -149,32 +143,35 @@ impl Socket {
 
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
+        self.sock.as_raw_fd()
     }
 }
 
-/// The netlink messages of a datagram as (type, payload after the header).
-pub fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, off) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            break;
-        }
-        out.push((ty, &buf[off + NLMSG_HDRLEN..off + len]));
-        off += align4(len);
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
-    out
+}
+
+/// The netlink messages of a datagram as (type, payload after the header); a truncated or
+/// malformed message ends the walk.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let hdr = buf.get(off..off + NLMSG_HDRLEN)?;
+        let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+        let ty = u16::from_ne_bytes([hdr[4], hdr[5]]);
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            return None;
+        }
+        let payload = &buf[off + NLMSG_HDRLEN..off + len];
+        off += align4(len);
+        Some((ty, payload))
+    })
 }
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 /// The route attributes after a family header of `skip` bytes, as (type, data).
@@ -244,7 +241,7 @@ mod tests {
         m.extend_from_slice(&8u16.to_ne_bytes());
         m.extend_from_slice(&4u16.to_ne_bytes());
         m.extend_from_slice(&1500u32.to_ne_bytes());
-        let msgs = messages(&m);
+        let msgs: Vec<_> = messages(&m).collect();
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].0, RTM_NEWLINK);
         let attrs = attributes(msgs[0].1, 4);

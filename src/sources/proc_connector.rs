@@ -1,21 +1,20 @@
 //! The kernel's netlink proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): one multicast
 //! message per fork, exec and exit on the host, pushed by the kernel as it happens.
 //!
-//! Built on `libc` sockets (the wire format is three small C structs, parsed by offset here);
-//! no netlink crate is needed for one socket and one subscription message.
+//! The socket is the shared netlink one (`super::netlink`); the wire format is three small C
+//! structs, parsed by offset here.
 
+use super::netlink::{self, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN};
+use super::reader_thread::{ReaderThread, Stop, Woke};
+use nix::poll::PollTimeout;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use tokio::io::unix::AsyncFd;
+use std::os::fd::AsFd;
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_CN_MCAST_IGNORE: u32 = 2;
-const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
 
 /// A process event, by thread-group id (the process id user space sees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +58,8 @@ impl Sequences {
 
 /// A subscribed proc connector socket. Dropping it unsubscribes and closes the socket.
 pub struct ProcConnector {
-    fd: Option<OwnedFd>,
-    async_fd: Option<AsyncFd<OwnedFd>>,
+    sock: netlink::Socket,
     seqs: Sequences,
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 impl ProcConnector {
@@ -77,82 +67,15 @@ impl ProcConnector {
     /// CAP_NET_ADMIN), bind to the proc group and subscribe. Fails without CAP_NET_ADMIN on
     /// older kernels, or in a network namespace other than the initial one.
     pub fn open(rcvbuf: usize) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call with constant arguments; returns a new fd or -1.
-        let raw = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_CONNECTOR,
-            )
-        })?;
-        // SAFETY: `raw` is a fresh fd nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
-        let set = |opt| {
-            // SAFETY: `size` is a valid c_int for the duration of the call, and its length is
-            // passed; the fd is live.
-            check(unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            })
-        };
-        if set(libc::SO_RCVBUFFORCE).is_err() {
-            let _ = set(libc::SO_RCVBUF);
-        }
-        // SAFETY: an all-zero sockaddr_nl is valid; we then set its fields.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = CN_IDX_PROC;
-        addr.nl_pid = 0;
-        // SAFETY: `addr` is a valid sockaddr_nl and its exact size is passed.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        })?;
+        let sock = netlink::Socket::open_with(socket2::Type::DGRAM, libc::NETLINK_CONNECTOR, true)?;
+        sock.force_recv_buffer(rcvbuf);
+        sock.bind(CN_IDX_PROC)?;
         let pc = ProcConnector {
-            fd: Some(fd),
-            async_fd: None,
+            sock,
             seqs: Sequences::default(),
         };
         pc.control(PROC_CN_MCAST_LISTEN)?;
         Ok(pc)
-    }
-
-    fn raw(&self) -> RawFd {
-        match (&self.fd, &self.async_fd) {
-            (Some(fd), _) => fd.as_raw_fd(),
-            (None, Some(a)) => a.get_ref().as_raw_fd(),
-            (None, None) => -1,
-        }
-    }
-
-    /// The actual receive buffer size the kernel granted.
-    pub fn rcvbuf(&self) -> usize {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `v` and `len` are valid out-pointers of the sizes the kernel expects.
-        let r = unsafe {
-            libc::getsockopt(
-                self.raw(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 {
-            0
-        } else {
-            v.max(0) as usize
-        }
     }
 
     /// Send a multicast control op (listen / ignore).
@@ -171,52 +94,23 @@ impl ProcConnector {
         msg.extend_from_slice(&4u16.to_ne_bytes()); // len
         msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
         msg.extend_from_slice(&op.to_ne_bytes()); // enum proc_cn_mcast_op
-                                                  // SAFETY: `msg` is a valid buffer of the length passed; the fd is live.
-        let n = unsafe { libc::send(self.raw(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.sock.send(&msg)
     }
 
     /// Receive one datagram without blocking: Ok(None) when nothing is queued. An `ENOBUFS`
     /// error means the kernel dropped messages because the receive buffer was full.
     pub fn recv(&mut self, buf: &mut [u8], out: &mut Vec<ProcEvent>) -> io::Result<Option<usize>> {
         loop {
-            // SAFETY: `buf` is writable for its length; the fd is live.
-            let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(None),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
+            match self.sock.recv_into(buf) {
+                Ok(n) => {
+                    parse(&buf[..n], out, &mut self.seqs);
+                    return Ok(Some(n));
                 }
-            }
-            let n = n as usize;
-            parse(&buf[..n], out, &mut self.seqs);
-            return Ok(Some(n));
-        }
-    }
-
-    /// Wait until a datagram (or an error such as ENOBUFS) is queued. Needs a tokio runtime.
-    pub async fn readable(&mut self) -> io::Result<()> {
-        if self.async_fd.is_none() {
-            if let Some(fd) = self.fd.take() {
-                // SAFETY: the OwnedFd moves into the AsyncFd, which owns it from now on; it is
-                // neither closed nor replaced while registered.
-                let afd =
-                    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
-                self.async_fd = Some(afd);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
-        let Some(afd) = &self.async_fd else {
-            return Err(io::Error::other("proc connector socket is closed"));
-        };
-        let mut guard = afd.readable().await?;
-        // The caller drains the socket until WouldBlock; let tokio re-arm.
-        guard.clear_ready();
-        Ok(())
     }
 }
 
@@ -233,27 +127,12 @@ fn u32_at(b: &[u8], o: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    let s = b.get(o..o + 2)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
-}
-
 /// Parse the netlink messages of one datagram.
 pub fn parse(buf: &[u8], out: &mut Vec<ProcEvent>, seqs: &mut Sequences) {
     const PROC_EVENT_FORK: u32 = 0x1;
     const PROC_EVENT_EXEC: u32 = 0x2;
     const PROC_EVENT_EXIT: u32 = 0x8000_0000;
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let Some(len) = u32_at(buf, off).map(|l| l as usize) else {
-            break;
-        };
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            break;
-        }
-        let kind = u16_at(buf, off + 4).unwrap_or(0);
-        let msg = &buf[off + NLMSG_HDRLEN..off + len];
-        off += (len + 3) & !3;
+    for (kind, msg) in netlink::messages(buf) {
         if kind == NLMSG_ERROR {
             continue;
         }
@@ -378,67 +257,25 @@ pub enum Msg<T> {
     },
 }
 
-/// A dedicated thread that reads the connector and, for each exec, reads the process from
-/// /proc at once (`inspect`), at a raised scheduling priority when allowed: a process that
-/// lives a few milliseconds must be read before it exits, even on a busy host and while the
-/// agent's own thread is busy with other beacons. Messages flow to the beacon in order through
-/// a bounded channel; when the beacon falls behind, the thread waits, the kernel's buffer fills
-/// and the loss comes back as `Overrun` (never silent). Dropping the reader stops and joins
-/// the thread, which unsubscribes and closes the socket.
-pub struct Reader<T> {
-    rx: Option<tokio::sync::mpsc::Receiver<Msg<T>>>,
-    stop: Option<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The connector's reader thread (see `reader_thread`): for each exec it reads the process
+/// from /proc at once (`inspect`), before a short-lived process is gone. Dropping the reader
+/// stops and joins the thread, which unsubscribes and closes the socket.
+pub type Reader<T> = ReaderThread<Msg<T>>;
 
-impl<T: Send + 'static> Reader<T> {
-    pub fn spawn<F>(pc: ProcConnector, capacity: usize, inspect: F) -> io::Result<Self>
-    where
-        F: Fn(i32) -> T + Send + 'static,
-    {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-        // SAFETY: both fds were just created by pipe2 and are owned by nothing else.
-        let (stop_r, stop_w) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
-        let thread = std::thread::Builder::new()
-            .name("sh-proc-connector".into())
-            .spawn(move || reader_loop(pc, stop_r, tx, inspect))?;
-        Ok(Reader {
-            rx: Some(rx),
-            stop: Some(stop_w),
-            thread: Some(thread),
-        })
-    }
-
-    /// Wait for the next message (None when the thread has ended).
-    pub async fn recv(&mut self) -> Option<Msg<T>> {
-        self.rx.as_mut()?.recv().await
-    }
-
-    /// The next message if one is queued.
-    pub fn try_recv(&mut self) -> Option<Msg<T>> {
-        self.rx.as_mut()?.try_recv().ok()
-    }
-}
-
-impl<T> Drop for Reader<T> {
-    fn drop(&mut self) {
-        // Closing the pipe's write end wakes the thread's poll (POLLHUP); closing the channel
-        // releases a thread waiting to send.
-        self.stop.take();
-        self.rx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Start the reader thread over `pc`, with a channel of `capacity` messages.
+pub fn spawn_reader<T, F>(pc: ProcConnector, capacity: usize, inspect: F) -> io::Result<Reader<T>>
+where
+    T: Send + 'static,
+    F: Fn(i32) -> T + Send + 'static,
+{
+    ReaderThread::spawn("sh-proc-connector", capacity, move |stop, tx| {
+        reader_loop(pc, stop, tx, inspect)
+    })
 }
 
 fn reader_loop<T, F: Fn(i32) -> T>(
     mut pc: ProcConnector,
-    stop: OwnedFd,
+    stop: Stop,
     tx: tokio::sync::mpsc::Sender<Msg<T>>,
     inspect: F,
 ) {
@@ -448,29 +285,13 @@ fn reader_loop<T, F: Fn(i32) -> T>(
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = Vec::new();
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: pc.raw(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+        match stop.wait(pc.sock.as_fd(), PollTimeout::NONE) {
+            Ok(Woke::Readable | Woke::Timeout) => {}
+            Ok(Woke::Stopped) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "proc connector poll failed");
+                return;
             }
-            tracing::error!(error = %io::Error::last_os_error(), "proc connector poll failed");
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
         }
         loop {
             events.clear();

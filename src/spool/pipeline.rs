@@ -171,6 +171,16 @@ pub async fn run_linked<D: Deliver>(
     let mut sync_at = Instant::now() + SYNC_EVERY;
     let mut deadline: Option<Instant> = None;
     let mut buf = Vec::with_capacity(DRAIN_MAX);
+    // Damage found when the spool was opened.
+    report_drops(
+        &minion_id,
+        &mut spool,
+        &mut fresh,
+        fresh_max,
+        opts.replay_batch,
+        &stats,
+        link.as_ref(),
+    );
     publish(&spool, &stats);
     if !spool.is_empty() {
         tracing::info!(
@@ -363,6 +373,10 @@ pub async fn run_linked<D: Deliver>(
                     status_at = Some(now + opts.status_interval);
                 }
                 if now >= sync_at {
+                    // Losses waiting for a write that succeeds (a full disk with no new events).
+                    if spool.has_losses() {
+                        report_drops(&minion_id, &mut spool, &mut fresh, fresh_max, opts.replay_batch, &stats, link.as_ref());
+                    }
                     if let Err(e) = spool.sync() {
                         tracing::error!("{e}");
                     }
@@ -386,6 +400,8 @@ fn publish(spool: &Spool, stats: &Stats) {
     stats.spool_bytes.store(spool.bytes(), Relaxed);
 }
 
+/// Append to the spool; false when the event could not be written (counted, and reported by
+/// [`report_drops`] once a write succeeds).
 fn append(
     spool: &mut Spool,
     fresh: &mut VecDeque<(u64, Event)>,
@@ -393,8 +409,9 @@ fn append(
     replay_batch: usize,
     ev: Event,
     stats: &Stats,
-) {
+) -> bool {
     let backlog = spool.pending() > replay_batch as u64;
+    let is_report = ev.beacon == "beacond" && ev.tag.ends_with("/beacond/dropped");
     match spool.append(ev) {
         Ok((seq, ev)) => {
             stats.spooled.fetch_add(1, Relaxed);
@@ -404,11 +421,20 @@ fn append(
                 }
                 fresh.push_back((seq, ev));
             }
+            true
         }
         Err(e) => {
-            // Counted and visible in the status event; the error is logged once per event.
-            stats.dropped.fetch_add(1, Relaxed);
-            tracing::error!("event lost: cannot write to the spool: {e}");
+            // Counted at once (the status event), reported once a write succeeds; logged once
+            // per run of failures. A report that cannot be written carries its count over.
+            if !is_report {
+                stats.dropped.fetch_add(1, Relaxed);
+            }
+            if spool.write_failures() == 1 {
+                tracing::error!("events lost: cannot write to the spool (counted, reported in a beacond/dropped event once a write succeeds): {e}");
+            } else {
+                tracing::debug!("event lost: cannot write to the spool: {e}");
+            }
+            false
         }
     }
 }
@@ -433,6 +459,8 @@ fn report_drops(
         let mut data = d.to_data();
         if let Some(l) = link {
             data.insert("sink".into(), l.name.clone().into());
+        }
+        if let Some(l) = link.filter(|_| d.reason.is_empty()) {
             data.insert(
                 "reason".into(),
                 format!(
@@ -450,7 +478,10 @@ fn report_drops(
                 tracing::warn!(sink = %l.name, "cannot hand the sink's drop report to the master pipeline");
             }
         }
-        append(spool, fresh, fresh_max, replay_batch, ev, stats);
+        if !append(spool, fresh, fresh_max, replay_batch, ev, stats) {
+            // Not writable yet: the report's count waits in the spool for the next try.
+            return;
+        }
     }
 }
 

@@ -13,6 +13,12 @@
 //! Crash safety: a SIGKILL leaves at worst a torn last record, truncated on open; records are
 //! only skipped once the ack file says so, and the ack file is written after the master
 //! acknowledged, so a crash resends at most the batch in flight.
+//!
+//! Loss is counted, never silent ([`Spool::take_dropped`], one `beacond/dropped` event per
+//! cause): the size bound; a write that failed (disk full, read-only: the record is cut back
+//! off the segment, and the report goes out once a write succeeds again); records found
+//! corrupt or cut off at open (the rest is kept: reading resumes at the next valid record,
+//! and sequence numbers are contiguous, so the gap is the count).
 
 use crate::event::Event;
 use serde_json::{Map, Value};
@@ -151,6 +157,24 @@ pub fn parse_ack(text: &str) -> Option<(u64, BTreeSet<u64>)> {
     Some((acked, ahead))
 }
 
+/// Counted gaps remembered at most (bounds the ack file).
+const MAX_GAPS: usize = 64;
+
+/// The ack file's `gaps`: seq ranges already counted as lost to damage.
+fn parse_gaps(text: &str, acked: u64) -> Vec<(u64, u64)> {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    v.get("gaps")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| Some((g.get(0)?.as_u64()?, g.get(1)?.as_u64()?)))
+                .filter(|g| g.1 > acked)
+                .take(MAX_GAPS)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug)]
 struct Segment {
     first_seq: u64,
@@ -171,7 +195,12 @@ pub struct Dropped {
     /// Oldest and newest dropped event: (seq, uid, stamp).
     pub first: Option<(u64, String, String)>,
     pub last: Option<(u64, String, String)>,
+    /// Why (empty: the size bound).
+    pub reason: String,
 }
+
+/// The `reason` of records lost to damage found at open.
+pub const REASON_DAMAGED: &str = "spool damaged: records found corrupt or cut off at start";
 
 fn uid_seq(uid: &str) -> u64 {
     uid.rsplit_once('-')
@@ -224,7 +253,31 @@ impl Dropped {
         self.note(seq, text(UID_KEY), text("_stamp"));
     }
 
+    /// An event that could not be written: no seq or uid was used up for it.
+    fn add_unwritten(&mut self, ev: &Event) {
+        if ev.beacon == "beacond" && ev.tag.ends_with("/beacond/dropped") {
+            // A report that could not be written: what it reported carries over.
+            let fresh = self.fresh;
+            self.add(0, ev);
+            self.fresh = fresh;
+            return;
+        }
+        let n = self.count + 1;
+        let stamp = ev
+            .data
+            .get("_stamp")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.count += 1;
+        *self.beacons.entry(ev.beacon.clone()).or_default() += 1;
+        self.note(n, String::new(), stamp);
+    }
+
     fn merge(&mut self, other: Dropped) {
+        if self.reason.is_empty() {
+            self.reason = other.reason;
+        }
         self.count += other.count;
         self.fresh += other.fresh;
         self.reports += other.reports;
@@ -242,10 +295,12 @@ impl Dropped {
         d.insert("tag".into(), Value::from("dropped"));
         d.insert("count".into(), Value::from(self.count));
         d.insert("reports_merged".into(), Value::from(self.reports));
-        d.insert(
-            "reason".into(),
-            Value::from("spool full (beacond_spool_max_bytes)"),
-        );
+        let reason = if self.reason.is_empty() {
+            "spool full (beacond_spool_max_bytes)"
+        } else {
+            &self.reason
+        };
+        d.insert("reason".into(), Value::from(reason));
         let beacons: Map<String, Value> = self
             .beacons
             .iter()
@@ -254,8 +309,9 @@ impl Dropped {
         d.insert("beacons".into(), Value::Object(beacons));
         let pick = |v: &Option<(u64, String, String)>, i: usize| {
             v.as_ref()
-                .map(|t| Value::from(if i == 1 { t.1.clone() } else { t.2.clone() }))
-                .unwrap_or(Value::Null)
+                .map(|t| if i == 1 { t.1.clone() } else { t.2.clone() })
+                .filter(|s| !s.is_empty())
+                .map_or(Value::Null, Value::from)
         };
         d.insert("first_stamp".into(), pick(&self.first, 2));
         d.insert("last_stamp".into(), pick(&self.last, 2));
@@ -286,6 +342,15 @@ pub struct Spool {
     total_bytes: u64,
     /// Dropped by the size bound and not yet reported.
     unreported: Dropped,
+    /// Not written (the write failed) and not yet reported.
+    unwritten: Dropped,
+    /// Found corrupt or cut off at open and not yet reported.
+    damaged: Dropped,
+    /// Failed writes since the last one that succeeded.
+    write_failures: u64,
+    /// Gaps of seqs (first, last) already counted as lost to damage (kept in the ack file so
+    /// the next open does not count them again).
+    counted_gaps: Vec<(u64, u64)>,
     dirty: bool,
 }
 
@@ -314,10 +379,9 @@ impl Spool {
                 id
             }
         };
-        let (acked, ahead) = fs::read_to_string(dir.join("ack"))
-            .ok()
-            .and_then(|t| parse_ack(&t))
-            .unwrap_or_default();
+        let ack_text = fs::read_to_string(dir.join("ack")).unwrap_or_default();
+        let (acked, ahead) = parse_ack(&ack_text).unwrap_or_default();
+        let counted_gaps = parse_gaps(&ack_text, acked);
         let max_bytes = max_bytes.max(4096);
         let segment_max = (max_bytes / 8).clamp(1024, 4 << 20);
         let mut spool = Spool {
@@ -334,9 +398,23 @@ impl Spool {
             pending: 0,
             total_bytes: 0,
             unreported: Dropped::default(),
+            unwritten: Dropped::default(),
+            damaged: Dropped::default(),
+            write_failures: 0,
+            counted_gaps,
             dirty: false,
         };
         spool.scan()?;
+        // The ack file is written now: an unwritable spool directory (read-only) is a clear
+        // error at start, not events lost one by one. A full disk is not: the agent runs,
+        // counts what it cannot keep and reports it once space returns.
+        if let Err(e) = spool.write_ack() {
+            let SpoolError::Io { source, .. } = &e;
+            match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => tracing::warn!("{e}"),
+                _ => return Err(e),
+            }
+        }
         Ok(spool)
     }
 
@@ -358,66 +436,110 @@ impl Spool {
         let _ = fs::remove_file(self.dir.join("ack.tmp"));
         let mut cursor: Option<(usize, u64)> = None;
         let mut max_seq = self.acked;
-        let mut corrupt_from: Option<usize> = None;
-        for (i, (first_seq, path)) in names.iter().enumerate() {
-            if corrupt_from.is_some() {
-                break;
-            }
+        // Seq of the last valid record: sequence numbers are contiguous, so a gap after it is
+        // what damage took.
+        let mut last: Option<u64> = None;
+        for (first_seq, path) in &names {
             let buf = fs::read(path).map_err(io_err(path))?;
+            // Valid records (offset, size); `kept` = bytes kept before the current one.
+            let mut good: Vec<(usize, usize)> = Vec::new();
+            let mut kept = 0u64;
             let mut off = 0usize;
-            let mut seg_has_pending = false;
-            loop {
-                match decode(&buf[off..]) {
-                    Ok(Some((rec, size))) => {
-                        max_seq = max_seq.max(rec.seq);
-                        if rec.seq > self.acked && !self.ahead.contains(&rec.seq) {
-                            self.pending += 1;
-                            seg_has_pending = true;
+            let mut damaged_at: Option<usize> = None;
+            while off < buf.len() {
+                let rec = match decode(&buf[off..]) {
+                    Ok(Some(r)) => Some(r),
+                    Ok(None) if buf.len() - off <= HEADER + 8 => None,
+                    // A bad header or a length running past the end, in the middle or at the
+                    // tail: the next valid record (if any) says.
+                    Ok(None) | Err(_) => {
+                        damaged_at.get_or_insert(off);
+                        match resync(&buf, off + 1, last.unwrap_or(first_seq.saturating_sub(1))) {
+                            Some(at) => {
+                                off = at;
+                                continue;
+                            }
+                            None => None,
                         }
-                        if rec.seq > self.acked && cursor.is_none() {
-                            cursor = Some((self.segments.len(), off as u64));
-                        }
-                        off += size;
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(
-                            "spool {}: {e} at offset {off}; dropping the rest",
-                            path.display()
-                        );
-                        corrupt_from = Some(i + 1);
-                        break;
+                };
+                let Some((rec, size)) = rec else { break };
+                let expect = last.map_or(*first_seq, |l| l + 1);
+                let lost_from = expect.max(self.acked + 1);
+                let gap = (lost_from, rec.seq.saturating_sub(1));
+                let counted = self
+                    .counted_gaps
+                    .iter()
+                    .any(|g| g.0 <= gap.0 && gap.1 <= g.1);
+                if rec.seq > lost_from && !counted {
+                    if self.counted_gaps.len() >= MAX_GAPS {
+                        self.counted_gaps.remove(0);
                     }
+                    self.counted_gaps.push(gap);
+                    self.damaged.count += rec.seq - lost_from;
+                    self.damaged.fresh += rec.seq - lost_from;
+                    let (a, b) = (self.uid(lost_from), self.uid(rec.seq - 1));
+                    self.damaged.note(lost_from, a, String::new());
+                    self.damaged.note(rec.seq - 1, b, String::new());
                 }
+                last = Some(rec.seq);
+                max_seq = max_seq.max(rec.seq);
+                if rec.seq > self.acked && !self.ahead.contains(&rec.seq) {
+                    self.pending += 1;
+                }
+                if rec.seq > self.acked && cursor.is_none() {
+                    cursor = Some((self.segments.len(), kept));
+                }
+                good.push((off, size));
+                kept += size as u64;
+                off += size;
             }
-            if off < buf.len() {
+            let end = good.last().map_or(0, |(o, n)| o + n);
+            let damaged_inside = good
+                .iter()
+                .zip(good.iter().skip(1))
+                .any(|(a, b)| a.0 + a.1 != b.0)
+                || good.first().is_some_and(|g| g.0 > 0);
+            if damaged_inside {
+                // Keep the valid records only, so reading never meets the damage again.
                 tracing::warn!(
-                    "spool {}: truncating a torn tail of {} bytes",
+                    "spool {}: corrupt data at offset {}; kept the {} valid records around it",
                     path.display(),
-                    buf.len() - off
+                    damaged_at.unwrap_or(0),
+                    good.len()
+                );
+                let mut data = Vec::with_capacity(kept as usize);
+                for (o, n) in &good {
+                    data.extend_from_slice(&buf[*o..o + n]);
+                }
+                write_atomic(path, &data, true)?;
+            } else if end < buf.len() {
+                tracing::warn!(
+                    "spool {}: truncating a torn or corrupt tail of {} bytes",
+                    path.display(),
+                    buf.len() - end
                 );
                 let f = OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(path)
                     .map_err(io_err(path))?;
-                f.set_len(off as u64).map_err(io_err(path))?;
+                f.set_len(end as u64).map_err(io_err(path))?;
                 let _ = f.sync_all();
             }
-            let _ = seg_has_pending;
             self.segments.push(Segment {
                 first_seq: *first_seq,
                 path: path.clone(),
-                bytes: off as u64,
+                bytes: kept,
             });
-            self.total_bytes += off as u64;
+            self.total_bytes += kept;
         }
-        // Segments after a corrupt one cannot be trusted to be in order: they are dropped.
-        if let Some(from) = corrupt_from {
-            for (_, path) in &names[from..] {
-                tracing::warn!("spool: removing {} after a corrupt segment", path.display());
-                let _ = fs::remove_file(path);
-            }
+        if self.damaged.count > 0 {
+            self.damaged.reason = REASON_DAMAGED.into();
+            tracing::error!(
+                lost = self.damaged.count,
+                "spool: records lost to damage (reported in a beacond/dropped event)"
+            );
         }
         self.next_seq = max_seq + 1;
         self.cursor = cursor.unwrap_or((self.segments.len().saturating_sub(1), 0));
@@ -518,22 +640,21 @@ impl Spool {
             None => true,
             Some(s) => s.bytes > 0 && s.bytes + rec.len() as u64 > self.segment_max,
         };
-        if need_new || self.writer.is_none() {
-            self.open_writer(seq, need_new)?;
+        if let Err(e) = self.write_record(seq, need_new, &rec) {
+            self.unwritten.add_unwritten(&ev);
+            self.write_failures += 1;
+            if self.unwritten.reason.is_empty() {
+                self.unwritten.reason = format!("cannot write the spool: {e}");
+            }
+            return Err(e);
         }
-        let path = self
-            .segments
-            .last()
-            .map(|s| s.path.clone())
-            .unwrap_or_default();
-        let Some(w) = self.writer.as_mut() else {
-            return Err(SpoolError::Io {
-                path,
-                source: io::Error::other("no open segment"),
-            });
-        };
-        // One write(2) per record: a SIGKILL leaves it whole or absent.
-        w.write_all(&rec).map_err(io_err(&path))?;
+        if self.write_failures > 0 {
+            tracing::info!(
+                failed = self.write_failures,
+                "spool writable again; the events lost meanwhile are reported"
+            );
+            self.write_failures = 0;
+        }
         if let Some(s) = self.segments.last_mut() {
             s.bytes += rec.len() as u64;
         }
@@ -543,6 +664,39 @@ impl Spool {
         self.dirty = true;
         self.enforce_bound()?;
         Ok((seq, ev))
+    }
+
+    /// Write one record at the end of the last segment. A failed write (disk full) is cut back
+    /// off, so the segment holds whole records only and later records follow them.
+    fn write_record(&mut self, seq: u64, need_new: bool, rec: &[u8]) -> Result<(), SpoolError> {
+        if need_new || self.writer.is_none() {
+            self.open_writer(seq, need_new)?;
+        }
+        let (path, bytes) = self
+            .segments
+            .last()
+            .map(|s| (s.path.clone(), s.bytes))
+            .unwrap_or_default();
+        let Some(w) = self.writer.as_mut() else {
+            return Err(SpoolError::Io {
+                path,
+                source: io::Error::other("no open segment"),
+            });
+        };
+        // One write(2) per record: a SIGKILL leaves it whole or absent.
+        if let Err(e) = w.write_all(rec) {
+            if let Err(t) = w.set_len(bytes) {
+                // The torn bytes stay: the next start cuts them off (the records after them
+                // are found again) and counts nothing lost for them.
+                tracing::error!(
+                    "spool {}: cannot cut back a failed write: {t}",
+                    path.display()
+                );
+                self.writer = None;
+            }
+            return Err(SpoolError::Io { path, source: e });
+        }
+        Ok(())
     }
 
     fn open_writer(&mut self, seq: u64, new_segment: bool) -> Result<(), SpoolError> {
@@ -617,10 +771,25 @@ impl Spool {
         Ok(())
     }
 
-    /// What the size bound dropped since the last call (to report as an event).
+    /// What was lost since the last call, one cause at a time (to report as an event): the
+    /// size bound, failed writes, damage found at open.
     pub fn take_dropped(&mut self) -> Option<Dropped> {
-        (self.unreported.count > 0 || self.unreported.reports > 0)
-            .then(|| std::mem::take(&mut self.unreported))
+        [&mut self.unreported, &mut self.unwritten, &mut self.damaged]
+            .into_iter()
+            .find(|d| d.count > 0 || d.reports > 0)
+            .map(std::mem::take)
+    }
+
+    /// Failed writes since the last one that succeeded.
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures
+    }
+
+    /// Losses not reported yet (a report waits for a write that succeeds).
+    pub fn has_losses(&self) -> bool {
+        [&self.unreported, &self.unwritten, &self.damaged]
+            .iter()
+            .any(|d| d.count > 0 || d.reports > 0)
     }
 
     /// Up to `max` oldest unacknowledged records, from the cursor (not removed).
@@ -768,7 +937,14 @@ impl Spool {
 
     fn write_ack(&mut self) -> Result<(), SpoolError> {
         let ahead: Vec<Value> = self.ahead.iter().map(|s| Value::from(*s)).collect();
-        let body = serde_json::json!({"acked": self.acked, "ahead": ahead});
+        let acked = self.acked;
+        self.counted_gaps.retain(|g| g.1 > acked);
+        let gaps: Vec<Value> = self
+            .counted_gaps
+            .iter()
+            .map(|g| serde_json::json!([g.0, g.1]))
+            .collect();
+        let body = serde_json::json!({"acked": self.acked, "ahead": ahead, "gaps": gaps});
         write_atomic(&self.dir.join("ack"), body.to_string().as_bytes(), false)
     }
 
@@ -787,6 +963,26 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// The offset of the next valid record at or after `from` with a seq above `after`. Cheap
+/// checks first (a plausible length, seq and JSON start) so that a garbage segment costs a
+/// pass over its bytes, not a CRC per offset.
+fn resync(buf: &[u8], from: usize, after: u64) -> Option<usize> {
+    (from..buf.len().saturating_sub(HEADER + 8)).find(|&p| {
+        let b = &buf[p..];
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if !(9..=MAX_RECORD).contains(&len) || b.len() < HEADER + len {
+            return false;
+        }
+        let mut sq = [0u8; 8];
+        sq.copy_from_slice(&b[HEADER..HEADER + 8]);
+        let seq = u64::from_le_bytes(sq);
+        seq > after
+            && seq - after <= 1 << 32
+            && b[HEADER + 8] == b'{'
+            && matches!(decode(b), Ok(Some((r, _))) if r.seq == seq)
+    })
 }
 
 /// Write a file atomically: temp file, rename (a crash leaves the old or the new content).
@@ -981,6 +1177,49 @@ mod tests {
         assert_eq!(b.last_seq, 10);
         s.ack_through(b.last_seq, 8).expect("ack");
         assert!(s.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damage_found_at_open_is_cut_out_counted_and_the_rest_kept() {
+        let dir = tmp("damage");
+        // 1 KiB segments, about 6 records each.
+        let mut s = Spool::open(&dir, 1 << 20).expect("open");
+        s.segment_max = 1024;
+        for i in 0..40 {
+            s.append(ev(i)).expect("append");
+        }
+        let segs: Vec<PathBuf> = s.segments.iter().map(|g| g.path.clone()).collect();
+        assert!(segs.len() >= 4, "{} segments", segs.len());
+        drop(s);
+        // A flipped byte in the second record of the first segment (its CRC fails).
+        let mut b = fs::read(&segs[0]).expect("read");
+        let (_, first) = decode(&b).expect("decode").expect("record");
+        b[first + 20] ^= 0x55;
+        fs::write(&segs[0], &b).expect("write");
+        // The second segment cut in the middle of its second record.
+        let b = fs::read(&segs[1]).expect("read");
+        let mut sizes = Vec::new();
+        while let Ok(Some((_, n))) = decode(&b[sizes.iter().sum::<usize>()..]) {
+            sizes.push(n);
+        }
+        fs::write(&segs[1], &b[..sizes[0] + 10]).expect("write");
+        let per_seg = sizes.len();
+        let mut s = Spool::open(&dir, 1 << 20).expect("reopen");
+        let d = s.take_dropped().expect("damage reported");
+        assert_eq!(d.reason, REASON_DAMAGED);
+        // One record of the first segment, all but one of the second.
+        assert_eq!(d.count, 1 + (per_seg as u64 - 1), "{d:?}");
+        let left = s.peek(usize::MAX).expect("peek");
+        assert_eq!(left.records.len() as u64 + d.count, 40);
+        assert_eq!(s.pending(), left.records.len() as u64);
+        assert_eq!(left.last_seq, 40);
+        assert_eq!(d.to_data()["first_uid"], format!("{}-2", s.id()));
+        // Cut out for good: the next open finds nothing more.
+        drop(s);
+        let mut s = Spool::open(&dir, 1 << 20).expect("reopen");
+        assert!(s.take_dropped().is_none());
+        assert_eq!(s.pending(), left.records.len() as u64);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -45,11 +45,21 @@ impl Drop for FakeSaltJob {
 pub fn write_job_file(cachedir: &Path, jid: &str, fun: &str, pid: u32) -> PathBuf {
     let proc_dir = cachedir.join("proc");
     std::fs::create_dir_all(&proc_dir).expect("proc dir");
-    let job = serde_json::json!({
-        "fun": fun, "arg": ["webserver"], "tgt": "*", "jid": jid, "ret": "",
-        "tgt_type": "glob", "user": "root", "pid": pid, "fun_args": ["webserver"],
-    });
-    let bytes = rmp_serde::to_vec_named(&job).expect("msgpack");
+    use rmpv::Value as M;
+    let strs = |v: &[&str]| M::Array(v.iter().map(|s| M::from(*s)).collect());
+    let job = M::Map(vec![
+        (M::from("fun"), M::from(fun)),
+        (M::from("arg"), strs(&["webserver"])),
+        (M::from("tgt"), M::from("*")),
+        (M::from("jid"), M::from(jid)),
+        (M::from("ret"), M::from("")),
+        (M::from("tgt_type"), M::from("glob")),
+        (M::from("user"), M::from("root")),
+        (M::from("pid"), M::from(pid)),
+        (M::from("fun_args"), strs(&["webserver"])),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &job).expect("msgpack");
     let path = proc_dir.join(jid);
     std::fs::write(&path, bytes).expect("write job file");
     path

@@ -38,11 +38,11 @@
 mod evidence;
 mod spec;
 
-use super::{Beacon, BeaconError, BuildContext, Data, Ready};
+use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::fswatch::{Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::state_run::StateJob;
 use evidence::Text;
-use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 use serde_json::{json, Value};
 use spec::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -50,7 +50,6 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
 
 /// Identical events closer together than this are merged with `coalesce`.
 const COALESCE_WINDOW: Duration = Duration::from_millis(100);
@@ -90,15 +89,8 @@ impl Beacon for InotifyBeacon {
     fn start(&mut self) -> Result<(), BeaconError> {
         // A restart must not leak the previous instance: drop it first.
         self.engine = None;
-        let inotify =
-            Inotify::init().map_err(|e| BeaconError::Message(format!("inotify_init1: {e}")))?;
-        let api = inotify.watches();
-        // SAFETY: `Inotify` owns its fd (closed only when the `Inotify` and every `Watches`
-        // handle are dropped, and `Inotify::close` is never called), and `as_raw_fd` always returns
-        // that same fd; both live in the `Engine` with the `AsyncFd`, so the fd stays open and the
-        // same for the `AsyncFd`'s whole lifetime.
-        let fd = unsafe { AsyncFd::register_with_interest(inotify, tokio::io::Interest::READABLE) }
-            .map_err(|e| BeaconError::Message(format!("registering the inotify fd: {e}")))?;
+        let fd = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify_init1: {e}")))?;
+        let api = fd.watches();
         let mut engine = Engine {
             spec: self.spec.clone(),
             interval: self.interval,
@@ -125,12 +117,8 @@ impl Beacon for InotifyBeacon {
         Ok(())
     }
 
-    fn polled(&self) -> bool {
-        false
-    }
-
-    fn ready(&mut self) -> Ready<'_> {
-        Box::pin(async move {
+    fn drive(&mut self) -> Drive<'_> {
+        Drive::Source(Box::pin(async move {
             let Some(engine) = self.engine.as_mut() else {
                 return Err(BeaconError::Message("inotify is not started".into()));
             };
@@ -146,15 +134,13 @@ impl Beacon for InotifyBeacon {
                 }
             };
             tokio::select! {
-                guard = engine.fd.readable_mut() => {
-                    let mut guard = guard.map_err(|e| BeaconError::Message(format!("inotify fd: {e}")))?;
+                r = engine.fd.readable() => {
                     // Everything readable is drained by `evaluate`; a later event re-arms.
-                    guard.clear_ready();
-                    Ok(())
+                    r.map_err(|e| BeaconError::Message(format!("inotify fd: {e}")))
                 }
                 () = sleep => Ok(()),
             }
-        })
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Vec<Data>, BeaconError> {
@@ -358,7 +344,7 @@ struct Watch {
 struct Engine {
     spec: Spec,
     interval: Duration,
-    fd: AsyncFd<Inotify>,
+    fd: Inotify,
     api: Watches,
     watches: HashMap<i32, Watch>,
     by_path: HashMap<PathBuf, i32>,
@@ -730,27 +716,17 @@ impl Engine {
         self.more = false;
         let mut buf = vec![0u8; 64 * 1024];
         for _ in 0..MAX_READS {
-            let batch: Vec<(i32, u32, u32, Option<OsString>)> =
-                match self.fd.get_mut().read_events(&mut buf) {
-                    Ok(events) => events
-                        .map(|e| {
-                            (
-                                e.wd.get_watch_descriptor_id(),
-                                e.mask.bits(),
-                                e.cookie,
-                                e.name.map(|n| n.to_os_string()),
-                            )
-                        })
-                        .collect(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.end_of_queue();
-                        return Ok(());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(BeaconError::Message(format!("reading inotify: {e}"))),
-                };
-            for (wd, mask, cookie, name) in batch {
-                self.process(wd, mask, cookie, name);
+            let batch = match self.fd.read_batch(&mut buf) {
+                Ok(events) => events,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.end_of_queue();
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BeaconError::Message(format!("reading inotify: {e}"))),
+            };
+            for e in batch {
+                self.process(e.wd, e.mask, e.cookie, e.name);
             }
         }
         // More is queued: come back at once, after the other beacons had their turn.

@@ -6,12 +6,13 @@
 //! BPF ring buffer; records the kernel could not reserve are counted per CPU (`dropped`) and
 //! reported as [`Msg::Lost`] with exact running totals.
 
+use super::reader_thread::{ReaderThread, Stop, Woke};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, EbpfLoader};
+use nix::poll::PollTimeout;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::AsFd;
 
 /// The compiled BPF object, 8-byte aligned as the ELF parser expects.
 #[repr(C, align(8))]
@@ -172,11 +173,7 @@ pub enum Msg<T> {
 
 /// The loaded program and the thread that drains its ring buffer. Dropping it stops the
 /// thread and detaches the programs.
-pub struct Reader<T> {
-    rx: Option<tokio::sync::mpsc::Receiver<Msg<T>>>,
-    stop: Option<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub type Reader<T> = ReaderThread<Msg<T>>;
 
 /// The loaded programs, the ring buffer they write to, and their per-CPU loss counters.
 type Loaded = (aya::Ebpf, RingBuf<MapData>, PerCpuArray<MapData, u64>);
@@ -221,57 +218,24 @@ fn load(opts: &Options, btf_path: &std::path::Path) -> Result<Loaded, EbpfError>
     Ok((ebpf, ring, dropped))
 }
 
-impl<T: Send + 'static> Reader<T> {
-    /// Load and attach the programs, then drain the ring buffer on a dedicated thread; for
-    /// each record `inspect` runs at once (it may read /proc while the process still lives).
-    pub fn spawn<F>(
-        opts: Options,
-        btf: &std::path::Path,
-        capacity: usize,
-        inspect: F,
-    ) -> Result<Self, EbpfError>
-    where
-        F: Fn(&Record) -> T + Send + 'static,
-    {
-        let (ebpf, ring, dropped) = load(&opts, btf)?;
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        // SAFETY: both fds were just created by pipe2 and are owned by nothing else.
-        let (stop_r, stop_w) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
-        let thread = std::thread::Builder::new()
-            .name("sh-ebpf".into())
-            .spawn(move || reader_loop(ebpf, ring, dropped, stop_r, tx, inspect))?;
-        Ok(Reader {
-            rx: Some(rx),
-            stop: Some(stop_w),
-            thread: Some(thread),
-        })
-    }
-
-    /// Wait for the next message (None when the thread has ended).
-    pub async fn recv(&mut self) -> Option<Msg<T>> {
-        self.rx.as_mut()?.recv().await
-    }
-
-    /// The next message if one is queued.
-    pub fn try_recv(&mut self) -> Option<Msg<T>> {
-        self.rx.as_mut()?.try_recv().ok()
-    }
-}
-
-impl<T> Drop for Reader<T> {
-    fn drop(&mut self) {
-        self.stop.take();
-        self.rx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Load and attach the programs, then drain the ring buffer on a dedicated thread; for each
+/// record `inspect` runs at once (it may read /proc while the process still lives).
+pub fn spawn_reader<T, F>(
+    opts: Options,
+    btf: &std::path::Path,
+    capacity: usize,
+    inspect: F,
+) -> Result<Reader<T>, EbpfError>
+where
+    T: Send + 'static,
+    F: Fn(&Record) -> T + Send + 'static,
+{
+    let (ebpf, ring, dropped) = load(&opts, btf)?;
+    Ok(ReaderThread::spawn(
+        "sh-ebpf",
+        capacity,
+        move |stop, tx| reader_loop(ebpf, ring, dropped, stop, tx, inspect),
+    )?)
 }
 
 /// Sum of the per-CPU drop counters: (exec, exit).
@@ -288,7 +252,7 @@ fn reader_loop<T, F: Fn(&Record) -> T>(
     _ebpf: aya::Ebpf,
     mut ring: RingBuf<MapData>,
     dropped: PerCpuArray<MapData, u64>,
-    stop: OwnedFd,
+    stop: Stop,
     tx: tokio::sync::mpsc::Sender<Msg<T>>,
     inspect: F,
 ) {
@@ -301,31 +265,15 @@ fn reader_loop<T, F: Fn(&Record) -> T>(
     let mut reported = (0u64, 0u64);
     // Drops are checked after each drain and at least once a second, so a loss is reported
     // even when nothing else arrives afterwards.
-    let tick = Duration::from_secs(1).as_millis() as libc::c_int;
+    let tick = PollTimeout::from(1000u16);
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: ring.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, tick) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+        match stop.wait(ring.as_fd(), tick) {
+            Ok(Woke::Readable | Woke::Timeout) => {}
+            Ok(Woke::Stopped) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "eBPF ring buffer poll failed");
+                return;
             }
-            tracing::error!(error = %io::Error::last_os_error(), "eBPF ring buffer poll failed");
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
         }
         while let Some(item) = ring.next() {
             let Some(rec) = parse(&item) else {

@@ -300,11 +300,6 @@ impl PrivateKey {
             .map_err(|e| CryptoError::KeyParse(e.to_string()))
     }
 
-    /// Key size in bytes.
-    pub fn size(&self) -> usize {
-        self.key.size()
-    }
-
     /// RSA-OAEP decryption (blinded).
     pub fn decrypt(&self, algo: EncAlgo, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(self.key.decrypt_blinded(&mut OsRng, algo.padding(), data)?)

@@ -9,7 +9,6 @@
 //! There is no automatic reconnect: a socket whose request failed or timed out is dropped by
 //! its owner and a new one is built, so no reply can ever be matched to the wrong request.
 
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -305,11 +304,6 @@ impl ReqSocket {
             _ => Ok(()),
         }
     }
-
-    /// `host:port` this socket is connected to.
-    pub fn peer(&self) -> &str {
-        &self.peer
-    }
 }
 
 fn split_command(body: &[u8]) -> Result<(&str, &[u8]), ZmtpError> {
@@ -331,14 +325,14 @@ fn error_reason(data: &[u8]) -> String {
     }
 }
 
-/// Convenience for callers that think in durations.
-pub fn deadline_in(d: Duration) -> Instant {
-    Instant::now() + d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn deadline_in(d: Duration) -> Instant {
+        Instant::now() + d
+    }
     use tokio::net::TcpListener;
 
     /// A tiny ROUTER-ish peer: handshake, then echo each request body reversed.

@@ -250,11 +250,7 @@ impl Deliver for Hec {
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
-            match &r {
-                Ok(()) => self.backoff.ok(),
-                Err(_) => self.backoff.failed(),
-            }
-            r.map_err(|e| match e {
+            self.backoff.track(r).map_err(|e| match e {
                 Fail::Refused(m) => DeliveryError::Refused {
                     reason: format!("sink '{}': {m}", self.name),
                 },

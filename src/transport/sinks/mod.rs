@@ -107,6 +107,14 @@ impl Backoff {
     pub fn next(&self) -> Option<Instant> {
         self.next
     }
+    /// Pace the next attempt by the outcome of this one, which is passed through.
+    pub fn track<T, E>(&mut self, outcome: Result<T, E>) -> Result<T, E> {
+        match &outcome {
+            Ok(_) => self.ok(),
+            Err(_) => self.failed(),
+        }
+        outcome
+    }
 }
 
 /// One running sink: its filter, its queue, its pipeline task.

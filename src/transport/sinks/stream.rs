@@ -94,6 +94,25 @@ impl Conn {
         }
     }
 
+    /// Send `buf` on the kept connection `conn`, (re)connecting first when there is none or
+    /// the receiver closed it.
+    pub async fn send_kept(
+        conn: &mut Option<Conn>,
+        address: &str,
+        tls: Option<&Tls>,
+        limit: Duration,
+        buf: &[u8],
+    ) -> Result<(), String> {
+        if conn.as_ref().is_some_and(|c| !c.alive()) {
+            *conn = None;
+        }
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(Conn::connect(address, tls, limit).await?),
+        };
+        c.send(buf, limit).await
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,

@@ -111,22 +111,13 @@ impl Syslog {
             .map(|e| format(e, self.facility, &self.hostname, &self.app_name));
         match self.transport {
             SyslogTransport::Tcp | SyslogTransport::Tls => {
-                if self.conn.as_ref().is_some_and(|c| !c.alive()) {
-                    self.conn = None;
-                }
-                if self.conn.is_none() {
-                    self.conn =
-                        Some(Conn::connect(&self.address, self.tls.as_ref(), self.timeout).await?);
-                }
                 let mut buf = Vec::new();
                 for m in msgs {
                     buf.extend_from_slice(format!("{} ", m.len()).as_bytes());
                     buf.extend_from_slice(m.as_bytes());
                 }
-                let Some(conn) = self.conn.as_mut() else {
-                    return Err("not connected".into());
-                };
-                conn.send(&buf, self.timeout).await
+                let tls = self.tls.as_ref();
+                Conn::send_kept(&mut self.conn, &self.address, tls, self.timeout, &buf).await
             }
             SyslogTransport::Udp => {
                 if self.udp.is_none() {
@@ -178,15 +169,13 @@ impl Deliver for Syslog {
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
-            match &r {
-                Ok(()) => self.backoff.ok(),
-                Err(_) => {
-                    self.conn = None;
-                    self.udp = None;
-                    self.unix = None;
-                    self.backoff.failed();
-                }
+            if r.is_err() {
+                // Reconnect on the next attempt.
+                self.conn = None;
+                self.udp = None;
+                self.unix = None;
             }
+            let r = self.backoff.track(r);
             r.map_err(|e| {
                 super::unavailable(format!(
                     "sink '{}': syslog {}: {e}",

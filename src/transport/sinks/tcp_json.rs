@@ -48,17 +48,9 @@ impl TcpJson {
     }
 
     async fn send(&mut self, batch: &[Event]) -> Result<(), String> {
-        if self.conn.as_ref().is_some_and(|c| !c.alive()) {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            self.conn = Some(Conn::connect(&self.address, self.tls.as_ref(), self.timeout).await?);
-        }
         let buf = encode(batch);
-        let Some(conn) = self.conn.as_mut() else {
-            return Err("not connected".into());
-        };
-        conn.send(&buf, self.timeout).await
+        let tls = self.tls.as_ref();
+        Conn::send_kept(&mut self.conn, &self.address, tls, self.timeout, &buf).await
     }
 }
 
@@ -69,13 +61,11 @@ impl Deliver for TcpJson {
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let r = self.send(batch).await;
-            match &r {
-                Ok(()) => self.backoff.ok(),
-                Err(_) => {
-                    self.conn = None;
-                    self.backoff.failed();
-                }
+            if r.is_err() {
+                // Reconnect on the next attempt.
+                self.conn = None;
             }
+            let r = self.backoff.track(r);
             r.map_err(|e| {
                 super::unavailable(format!("sink '{}': {}: {e}", self.name, self.address))
             })

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Cost of the journald/log/users/status/pkg/cert_info beacons (numbers for the report; not a
-# test). Needs systemd-journal-remote. Usage: benches/others2_beacons.sh [N entries]
+# test). Needs systemd-journal-remote. Usage: benches/file_beacons_cost.sh [N entries]
 set -eu
 N=${1:-100000}
 BIN=${BIN:-target/release/beacond}

@@ -2,7 +2,7 @@
 //! same tags and data keys. `ps` and `network_info` on Salt 3006, 3007 and 3008; `service` on
 //! 3007 through Salt's non-systemd service module against beacond's `/proc` fallback (systemd
 //! cannot run here, so the D-Bus path cannot be compared with Salt's). `network_settings` is in
-//! `tests/salt_conformance_more.rs`.
+//! `tests/salt_conformance_network_journald.rs`.
 //! `listening_ports` is beacond's own. Needs `tests/salt/setup.sh` to have run; with
 //! `BEACOND_SKIP_SALT=1` these tests pass without comparing.
 mod common;

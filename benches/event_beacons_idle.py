@@ -2,7 +2,7 @@
 """Host cost of the event-driven `service` and `network_settings` beacons and of
 `listening_ports`: idle CPU, wakeups and RSS of one beacond, and event latency.
 
-    benches/others_idle.py [--bin target/release/beacond] [--idle 20]
+    benches/event_beacons_idle.py [--bin target/release/beacond] [--idle 20]
 
 Runs beacond inside a network namespace it creates (veth pair v0/v1), with a private
 dbus-daemon and the test stand-in for systemd (tests/fixtures/service/fake_systemd.py; needs

@@ -1,4 +1,4 @@
-//! Conformance with Salt's own Python beacons, continued (`tests/salt_conformance_others.rs` has
+//! Conformance with Salt's own Python beacons, continued (`tests/salt_conformance_ps_service.rs` has
 //! `ps`, `network_info`, `service`): same config, same change, same tags and data keys.
 //!
 //! - `network_settings` on Salt 3006, 3007 and 3008 (all three ship it; it needs `pyroute2`,
