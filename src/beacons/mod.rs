@@ -211,7 +211,7 @@ pub const KINDS: &[BeaconKind] = &[
         network_settings::build,
         network_settings::OPTIONS,
     ),
-    kind("pkg", pkg::build, pkg::OPTIONS),
+    typed::<pkg::Config>("pkg", pkg::build),
     typed::<ps::Config>("ps", ps::build),
     kind("selinux", selinux::build, selinux::OPTIONS),
     kind("service", service::build, service::OPTIONS),

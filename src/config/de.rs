@@ -24,13 +24,18 @@ pub fn from_config<T: DeserializeOwned>(cfg: &BeaconConfig) -> Result<T, ConfigE
     })
 }
 
-/// Read any node as `T`; `path` names it in messages (`services.nginx`).
+/// Read any node as `T`.
 pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
-    let mut e = match T::deserialize(NodeDeserializer::new(node, String::new())) {
+    from_node_named(node, "")
+}
+
+/// Read a node as `T`; `path` names it in messages (`services.nginx`).
+pub fn from_node_named<T: DeserializeOwned>(node: &Node, path: &str) -> Result<T, DeError> {
+    let mut e = match T::deserialize(NodeDeserializer::new(node, path.to_owned())) {
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
-    e.finish(node, "");
+    e.finish(node, path);
     Err(e)
 }
 
