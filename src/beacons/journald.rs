@@ -185,6 +185,21 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
 /// Default `entries_per_evaluation`.
 const ENTRIES_PER_EVALUATION: u64 = 10_000;
 
+/// Reads the journal file at `path` from its start as the beacon does, each entry turned into
+/// its event (tag `fuzz`) and dropped; at most `budget` entries; with `seen`, only entries
+/// numbered above it. Returns how many were read. The whole reader (header, entry-array chain,
+/// entries, DATA objects, decompression): the fuzzing entry point
+/// (fuzz/fuzz_targets/journal_file.rs).
+pub fn read_file(path: &Path, seen: Option<u64>, mut budget: u64) -> Result<u64, String> {
+    let j = Journal::open(path)?;
+    let mut n = 0;
+    j.read_from(&mut FilePos::default(), seen, &mut budget, &mut |e| {
+        drop(Journald::to_event("fuzz", &e));
+        n += 1;
+    })?;
+    Ok(n)
+}
+
 impl Journald {
     /// Journal files under the configured paths (and their machine-id directories), and the
     /// directories to watch.
@@ -527,5 +542,41 @@ mod tests {
             .collect();
         let firsts: BTreeMap<&str, u64> = [("a", 11), ("b", 9), ("c", 1)].into_iter().collect();
         assert_eq!(gaps(&seen, &firsts), [("b", 3)]);
+    }
+
+    fn corpus(name: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/fuzz/corpus/journal_file/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+    }
+
+    /// The fuzzing seeds: real files written by systemd-journal-remote (fuzz/README.md).
+    #[test]
+    fn seed_journal_files_are_read() {
+        for (name, n) in [
+            ("compact-3-entries.journal", 3),
+            ("regular-3-entries.journal", 3),
+            ("compact-zstd-field.journal", 3),
+            ("compact-40-entries-array-chain.journal", 40),
+        ] {
+            assert_eq!(read_file(&corpus(name), None, 1000), Ok(n), "{name}");
+        }
+        let chain = corpus("compact-40-entries-array-chain.journal");
+        assert_eq!(read_file(&chain, None, 7), Ok(7));
+        assert_eq!(read_file(&chain, Some(38), 1000), Ok(2));
+    }
+
+    /// Found while writing the fuzz target: a 2.5 KB file whose one entry names a zstd DATA
+    /// object (64 MiB of one byte, in RLE blocks) 16 times was read into 1 GiB. Now an error
+    /// once the entry passes `MAX_ENTRY`.
+    #[test]
+    fn fuzz_reproducer_decompression_bomb_is_bounded() {
+        let e = read_file(
+            &corpus("repro-zstd-bomb-entry-16x64MiB.journal"),
+            None,
+            1000,
+        );
+        assert!(e.is_err_and(|e| e.contains("fields larger than")));
     }
 }

@@ -205,34 +205,43 @@ fn diag(nl: &netlink::Socket, proto: &'static str, seq: u32) -> std::io::Result<
     } as u8;
     let states: u32 = 1 << if tcp { TCP_LISTEN } else { TCP_CLOSE };
     req[4..8].copy_from_slice(&states.to_ne_bytes());
-    let mut out = Vec::new();
-    for (ty, m) in nl.dump_with(SOCK_DIAG_BY_FAMILY, &req, seq)? {
-        // struct inet_diag_msg: family, state, timer, retrans, id (sport, dport: big endian;
-        // src, dst: 16 bytes each; if; cookie[2]), expires, rqueue, wqueue, uid, inode.
-        if ty != SOCK_DIAG_BY_FAMILY || m.len() < 72 {
-            continue;
-        }
-        let port = u16::from_be_bytes([m[4], m[5]]);
-        let dport = u16::from_be_bytes([m[6], m[7]]);
-        if !tcp && dport != 0 {
-            continue;
-        }
-        let address = if v6 {
-            let b: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
-            Ipv6Addr::from(b).to_string()
-        } else {
-            Ipv4Addr::new(m[8], m[9], m[10], m[11]).to_string()
-        };
-        let word = |o: usize| u32::from_ne_bytes([m[o], m[o + 1], m[o + 2], m[o + 3]]);
-        out.push(Socket {
-            proto,
-            address,
-            port,
-            uid: word(64),
-            inode: word(68) as u64,
-        });
+    Ok(nl
+        .dump_with(SOCK_DIAG_BY_FAMILY, &req, seq)?
+        .into_iter()
+        .filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY)
+        .filter_map(|(_, m)| diag_socket(proto, &m))
+        .collect())
+}
+
+/// The listening socket one `inet_diag_msg` (a `SOCK_DIAG_BY_FAMILY` payload) describes, for
+/// `proto` (`tcp`, `tcp6`, `udp`, `udp6`). Also the fuzzing entry point (fuzz/fuzz_targets/netlink.rs).
+pub fn diag_socket(proto: &'static str, m: &[u8]) -> Option<Socket> {
+    let v6 = proto.ends_with('6');
+    let tcp = proto.starts_with("tcp");
+    // struct inet_diag_msg: family, state, timer, retrans, id (sport, dport: big endian;
+    // src, dst: 16 bytes each; if; cookie[2]), expires, rqueue, wqueue, uid, inode.
+    if m.len() < 72 {
+        return None;
     }
-    Ok(out)
+    let port = u16::from_be_bytes([m[4], m[5]]);
+    let dport = u16::from_be_bytes([m[6], m[7]]);
+    if !tcp && dport != 0 {
+        return None;
+    }
+    let address = if v6 {
+        let b: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
+        Ipv6Addr::from(b).to_string()
+    } else {
+        Ipv4Addr::new(m[8], m[9], m[10], m[11]).to_string()
+    };
+    let word = |o: usize| u32::from_ne_bytes([m[o], m[o + 1], m[o + 2], m[o + 3]]);
+    Some(Socket {
+        proto,
+        address,
+        port,
+        uid: word(64),
+        inode: word(68) as u64,
+    })
 }
 
 impl ListeningPorts {
