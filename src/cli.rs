@@ -1,4 +1,5 @@
-//! The command line: a public contract (`-c`, `--once`, `--pretty`, `--stdout`, `--check`).
+//! The command line: a public contract (`-c`, `--once`, `--pretty`, `--stdout`, `--check`,
+//! `--describe`).
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -27,6 +28,12 @@ pub struct Cli {
     /// Validate the configuration and exit: 0 when valid, 2 with every problem otherwise.
     #[arg(long)]
     pub check: bool,
+
+    /// Print a beacon kind's options (type, default, what each does) and exit; with no
+    /// BEACON, list the beacon kinds.
+    #[arg(long, value_name = "BEACON", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["once", "stdout", "check"])]
+    pub describe: Option<String>,
 
     /// More log output on stderr (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count)]

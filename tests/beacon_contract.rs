@@ -117,6 +117,84 @@ fn a_misspelt_option_fails_check_with_its_position_for_every_kind() {
     }
 }
 
+/// `--describe KIND` documents every option the kind's drop-in uses (typed kinds: with a type
+/// and a doc text), and `--describe` alone lists every kind.
+#[test]
+fn describe_lists_every_option_each_drop_in_uses() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = TempDir::new("contract-describe");
+    let empty = ConfigDir::new("contract", "");
+    let all = run(empty.path(), &["--describe"]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    for kind in KINDS {
+        assert!(
+            all.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(kind.name)),
+            "--describe does not list {}:\n{}",
+            kind.name,
+            all.stdout
+        );
+        let cfg =
+            ConfigDir::new("contract", "").dropin("kind.conf", &drop_in(kind.name, scratch.path()));
+        let loaded = config::load_dir(cfg.path(), false);
+        assert!(
+            loaded.errors.is_empty(),
+            "{}: {:?}",
+            kind.name,
+            loaded.errors
+        );
+        let out = run(empty.path(), &["--describe", kind.name]);
+        assert_eq!(out.code, 0, "{}: {}", kind.name, out.stderr);
+        let typed = matches!(kind.options, beacons::Options::Typed { .. });
+        for (option, _) in &loaded.beacons[0].options {
+            // diskusage's mount points are names, not options.
+            if let beacons::Options::Named { known, is_name } = kind.options {
+                if !known.contains(&option.as_str()) && is_name(option) {
+                    continue;
+                }
+            }
+            let line = out
+                .stdout
+                .lines()
+                .position(|l| {
+                    l.strip_prefix("  ")
+                        .and_then(|l| l.strip_prefix(option.as_str()))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: --describe omits '{option}':\n{}",
+                        kind.name, out.stdout
+                    )
+                });
+            if typed {
+                // `  name: type[, default X]`, then its doc text, indented further.
+                let lines: Vec<&str> = out.stdout.lines().collect();
+                let head = lines[line];
+                assert!(
+                    head.len() > option.len() + 4,
+                    "{}: no type: {head}",
+                    kind.name
+                );
+                assert!(
+                    lines.get(line + 1).is_some_and(|d| d.starts_with("      ")),
+                    "{}: '{option}' has no doc text:\n{}",
+                    kind.name,
+                    out.stdout
+                );
+            }
+        }
+    }
+    let bad = run(empty.path(), &["--describe", "memusge"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("did you mean 'memusage'?"),
+        "{}",
+        bad.stderr
+    );
+}
+
 #[test]
 fn once_events_carry_the_tag_prefix_id_and_stamp() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

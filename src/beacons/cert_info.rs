@@ -133,6 +133,18 @@ impl Beacon for CertInfo {
     }
 }
 
+/// What the event reports for a certificate file's bytes (`now` in Unix seconds). Also the
+/// fuzzing entry point (fuzz/fuzz_targets/der_certificate.rs).
+pub fn report(
+    bytes: &[u8],
+    path: &std::path::Path,
+    now: i64,
+) -> Result<Map<String, Value>, String> {
+    let cert = Cert::from_file(bytes)?;
+    let days_left = (cert.not_after - now).div_euclid(86_400);
+    Ok(cert.to_json(path, now, days_left))
+}
+
 /// The parts of a certificate the beacon reports.
 #[derive(Debug)]
 pub struct Cert {
@@ -521,5 +533,41 @@ mod tests {
         assert_eq!(decimal(&[0x01, 0x00]), "256");
         assert_eq!(decimal(&[0xff; 9]), "4722366482869645213695");
         assert_eq!(decimal(&[0]), "0");
+    }
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let p = format!(
+            "{}/fuzz/corpus/der_certificate/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    #[test]
+    fn seed_certificates_are_reported() {
+        let path = std::path::Path::new("/x.pem");
+        let m = report(&corpus("isrg-root-x1.pem"), path, 0).expect("ISRG Root X1");
+        assert_eq!(m["subject_dict"]["CN"], "ISRG Root X1");
+        assert_eq!(m["notAfter"], "2035-06-04 11:04:38Z");
+        let m = report(&corpus("openssl-generalizedtime-2081.der"), path, 0).expect("DER");
+        assert_eq!(m["subject"], "CN=\"generalized-time.example\"");
+        assert!(m["notAfter_raw"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2081")));
+    }
+
+    /// Made while writing the fuzz target: a 60 KB serial number (openssl reads the
+    /// certificate) took minutes to print in decimal. Now an error, at once.
+    #[test]
+    fn fuzz_reproducer_huge_serial_is_an_error() {
+        let t = std::time::Instant::now();
+        let e = report(
+            &corpus("repro-serial-60000-bytes.der"),
+            std::path::Path::new("/x"),
+            0,
+        );
+        // x509-cert refuses serial numbers longer than RFC 5280's 20 octets while decoding.
+        assert!(e.is_err(), "{e:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -185,6 +185,34 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
 /// Default `entries_per_evaluation`.
 const ENTRIES_PER_EVALUATION: u64 = 10_000;
 
+/// Reads the journal file at `path` from its start as the beacon does, each entry turned into
+/// its event (tag `fuzz`) and dropped; at most `budget` entries; with `seen`, only entries
+/// numbered above it. Returns how many were read. The whole reader (header, entry-array chain,
+/// entries, DATA objects, decompression): the fuzzing entry point
+/// (fuzz/fuzz_targets/journal_file.rs).
+pub fn read_file(path: &Path, seen: Option<u64>, mut budget: u64) -> Result<u64, String> {
+    let j = Journal::open(path)?;
+    let mut n = 0;
+    j.read_from(&mut FilePos::default(), seen, &mut budget, &mut |e| {
+        drop(Journald::to_event("fuzz", &e));
+        n += 1;
+    })?;
+    Ok(n)
+}
+
+/// Journal files in the order their entries were written: by the time of the first entry,
+/// then by name. Names do not give that order: the active `system.journal` sorts before the
+/// archived `system@….journal` it was rotated from, and reading the newer file first under the
+/// per-evaluation budget moved the seen sequence number past the older file's entries (lost).
+fn oldest_first(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut keyed: Vec<(u64, PathBuf)> = files
+        .into_iter()
+        .map(|f| (Journal::open(&f).map_or(u64::MAX, |j| j.head_realtime), f))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, f)| f).collect()
+}
+
 impl Journald {
     /// Journal files under the configured paths (and their machine-id directories), and the
     /// directories to watch.
@@ -414,6 +442,7 @@ impl Beacon for Journald {
                 files
             }
         };
+        let files = oldest_first(files);
         // Matching entries only are kept (as events), whatever the number read.
         let mut matched: Vec<(u64, u64, Data)> = Vec::new();
         let mut next_seen = self.seen.clone();
@@ -527,5 +556,64 @@ mod tests {
             .collect();
         let firsts: BTreeMap<&str, u64> = [("a", 11), ("b", 9), ("c", 1)].into_iter().collect();
         assert_eq!(gaps(&seen, &firsts), [("b", 3)]);
+    }
+
+    fn corpus(name: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/fuzz/corpus/journal_file/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+    }
+
+    /// The fuzzing seeds: real files written by systemd-journal-remote (fuzz/README.md).
+    #[test]
+    fn seed_journal_files_are_read() {
+        for (name, n) in [
+            ("compact-3-entries.journal", 3),
+            ("regular-3-entries.journal", 3),
+            ("compact-zstd-field.journal", 3),
+            ("compact-40-entries-array-chain.journal", 40),
+        ] {
+            assert_eq!(read_file(&corpus(name), None, 1000), Ok(n), "{name}");
+        }
+        let chain = corpus("compact-40-entries-array-chain.journal");
+        assert_eq!(read_file(&chain, None, 7), Ok(7));
+        assert_eq!(read_file(&chain, Some(38), 1000), Ok(2));
+    }
+
+    /// A rotated journal: the archived file (older entries) is read before the active one,
+    /// whatever their names.
+    #[test]
+    fn rotated_files_are_read_oldest_first() {
+        let dir = std::env::temp_dir().join(format!("beacond-jd-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed = std::fs::read(corpus("compact-3-entries.journal")).unwrap();
+        let with_head = |name: &str, realtime: u64| {
+            let mut b = seed.clone();
+            b[184..192].copy_from_slice(&realtime.to_le_bytes());
+            let p = dir.join(name);
+            std::fs::write(&p, b).unwrap();
+            p
+        };
+        let active = with_head("system.journal", 2_000);
+        let archived = with_head("system@0005-0001.journal", 1_000);
+        let mut by_name = vec![archived.clone(), active.clone()];
+        by_name.sort();
+        assert_eq!(by_name[0], active, "names alone put the active file first");
+        assert_eq!(oldest_first(by_name), [archived, active]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found while writing the fuzz target: a 2.5 KB file whose one entry names a zstd DATA
+    /// object (64 MiB of one byte, in RLE blocks) 16 times was read into 1 GiB. Now an error
+    /// once the entry passes `MAX_ENTRY`.
+    #[test]
+    fn fuzz_reproducer_decompression_bomb_is_bounded() {
+        let e = read_file(
+            &corpus("repro-zstd-bomb-entry-16x64MiB.journal"),
+            None,
+            1000,
+        );
+        assert!(e.is_err_and(|e| e.contains("fields larger than")));
     }
 }

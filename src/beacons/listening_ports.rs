@@ -1,10 +1,7 @@
 //! `listening_ports`: listening sockets opened and closed, with the owning process. beacond's
 //! own beacon (Salt has none).
 //!
-//! Options: `protocols` (a list among `tcp`, `tcp6`, `udp`, `udp6`; default all four),
-//! `emitatstartup` (default False: the sockets found at startup are the baseline; True fires
-//! `opened` for each of them), `source` (`netlink`, the default, or `proc`), and `procfs`
-//! (default `/proc`; beacond's, so tests can use a fixture).
+//! Options: [`Config`] (`beacond --describe listening_ports`).
 //!
 //! Source, on `interval`: the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`), asked for TCP
 //! sockets in LISTEN and unconnected UDP sockets only, so the cost follows the number of
@@ -17,14 +14,17 @@
 //! null when the owner cannot be seen, e.g. a socket held only by the kernel).
 
 use super::{Beacon, BeaconError, BuildContext, Data};
+use crate::config::de;
+use crate::config::types::default_procfs;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::{netlink, procfs};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-const PROTOCOLS: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
 /// `TCP_LISTEN` in the `st` column.
 const TCP_LISTEN: u8 = 0x0A;
 /// `TCP_CLOSE`: an unconnected UDP socket.
@@ -56,53 +56,70 @@ pub struct ListeningPorts {
     users: HashMap<u32, Option<String>>,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["protocols", "source", "emitatstartup", "procfs"];
+/// Listening sockets opened and closed, with the owning process (beacond's own beacon).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The socket kinds to watch (default all four).
+    #[serde(default = "all_protocols")]
+    protocols: Vec<Protocol>,
+    /// Where sockets are listed: the kernel's socket diagnostics (`netlink`), or
+    /// `<procfs>/net/{tcp,tcp6,udp,udp6}` (`proc`).
+    #[serde(default)]
+    source: Source,
+    /// Fire `opened` for each socket found at startup (else they are the baseline).
+    #[serde(default)]
+    emitatstartup: bool,
+    /// Where procfs is mounted (`<procfs>/<pid>/fd` finds owners; `net/*` with `source: proc`).
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
 
-pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let mut protocols = PROTOCOLS.to_vec();
-    if let Some(node) = cfg.opt("protocols") {
-        let Some(items) = node.as_seq() else {
-            return Err(cfg.error(
-                node,
-                format!(
-                    "protocols must be a list among tcp, tcp6, udp, udp6, found {}",
-                    node.kind()
-                ),
-            ));
-        };
-        protocols.clear();
-        for item in items {
-            match PROTOCOLS.iter().find(|p| Some(**p) == item.as_str()) {
-                Some(p) => protocols.push(*p),
-                None => {
-                    return Err(cfg.error(
-                        item,
-                        format!(
-                            "protocols: {} is not one of tcp, tcp6, udp, udp6",
-                            item.to_json()
-                        ),
-                    ))
-                }
-            }
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Protocol {
+    Tcp,
+    Tcp6,
+    Udp,
+    Udp6,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Tcp6 => "tcp6",
+            Protocol::Udp => "udp",
+            Protocol::Udp6 => "udp6",
         }
     }
-    let netlink = match cfg.str_opt("source", "netlink")?.as_str() {
-        "netlink" => true,
-        "proc" => false,
-        other => {
-            let at = cfg.opt("source").unwrap_or(&cfg.raw);
-            return Err(cfg.error(
-                at,
-                format!("source must be netlink or proc, found '{other}'"),
-            ));
+}
+
+fn all_protocols() -> Vec<Protocol> {
+    vec![Protocol::Tcp, Protocol::Tcp6, Protocol::Udp, Protocol::Udp6]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Source {
+    #[default]
+    Netlink,
+    Proc,
+}
+
+pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    let c: Config = de::from_config(cfg)?;
+    let mut protocols: Vec<&'static str> = Vec::new();
+    for p in c.protocols {
+        if !protocols.contains(&p.name()) {
+            protocols.push(p.name());
         }
-    };
+    }
     Ok(Box::new(ListeningPorts {
         protocols,
-        netlink,
-        emitatstartup: cfg.bool_opt("emitatstartup", false)?,
-        procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
+        netlink: c.source == Source::Netlink,
+        emitatstartup: c.emitatstartup,
+        procfs: c.procfs,
         known: None,
         users: HashMap::new(),
     }))
@@ -188,34 +205,43 @@ fn diag(nl: &netlink::Socket, proto: &'static str, seq: u32) -> std::io::Result<
     } as u8;
     let states: u32 = 1 << if tcp { TCP_LISTEN } else { TCP_CLOSE };
     req[4..8].copy_from_slice(&states.to_ne_bytes());
-    let mut out = Vec::new();
-    for (ty, m) in nl.dump_with(SOCK_DIAG_BY_FAMILY, &req, seq)? {
-        // struct inet_diag_msg: family, state, timer, retrans, id (sport, dport: big endian;
-        // src, dst: 16 bytes each; if; cookie[2]), expires, rqueue, wqueue, uid, inode.
-        if ty != SOCK_DIAG_BY_FAMILY || m.len() < 72 {
-            continue;
-        }
-        let port = u16::from_be_bytes([m[4], m[5]]);
-        let dport = u16::from_be_bytes([m[6], m[7]]);
-        if !tcp && dport != 0 {
-            continue;
-        }
-        let address = if v6 {
-            let b: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
-            Ipv6Addr::from(b).to_string()
-        } else {
-            Ipv4Addr::new(m[8], m[9], m[10], m[11]).to_string()
-        };
-        let word = |o: usize| u32::from_ne_bytes([m[o], m[o + 1], m[o + 2], m[o + 3]]);
-        out.push(Socket {
-            proto,
-            address,
-            port,
-            uid: word(64),
-            inode: word(68) as u64,
-        });
+    Ok(nl
+        .dump_with(SOCK_DIAG_BY_FAMILY, &req, seq)?
+        .into_iter()
+        .filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY)
+        .filter_map(|(_, m)| diag_socket(proto, &m))
+        .collect())
+}
+
+/// The listening socket one `inet_diag_msg` (a `SOCK_DIAG_BY_FAMILY` payload) describes, for
+/// `proto` (`tcp`, `tcp6`, `udp`, `udp6`). Also the fuzzing entry point (fuzz/fuzz_targets/netlink.rs).
+pub fn diag_socket(proto: &'static str, m: &[u8]) -> Option<Socket> {
+    let v6 = proto.ends_with('6');
+    let tcp = proto.starts_with("tcp");
+    // struct inet_diag_msg: family, state, timer, retrans, id (sport, dport: big endian;
+    // src, dst: 16 bytes each; if; cookie[2]), expires, rqueue, wqueue, uid, inode.
+    if m.len() < 72 {
+        return None;
     }
-    Ok(out)
+    let port = u16::from_be_bytes([m[4], m[5]]);
+    let dport = u16::from_be_bytes([m[6], m[7]]);
+    if !tcp && dport != 0 {
+        return None;
+    }
+    let address = if v6 {
+        let b: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
+        Ipv6Addr::from(b).to_string()
+    } else {
+        Ipv4Addr::new(m[8], m[9], m[10], m[11]).to_string()
+    };
+    let word = |o: usize| u32::from_ne_bytes([m[o], m[o + 1], m[o + 2], m[o + 3]]);
+    Some(Socket {
+        proto,
+        address,
+        port,
+        uid: word(64),
+        inode: word(68) as u64,
+    })
 }
 
 impl ListeningPorts {

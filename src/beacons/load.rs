@@ -1,16 +1,104 @@
 //! `load`: the load averages against low/high thresholds (Salt's `load` beacon).
 //!
-//! Options: `averages` (`1m`/`5m`/`15m` → `[low, high]`), `onchangeonly`, `emitatstartup`, and
-//! `procfs` (default `/proc`; beacond's, so tests can use a fixture).
+//! Options: [`Config`] (`beacond --describe load`).
 
 use super::{read_text, Beacon, BeaconError, BuildContext, Data};
+use crate::config::de::{self, Located};
+use crate::config::types::Float;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::procfs;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const KEYS: [&str; 3] = ["1m", "5m", "15m"];
 const DEFAULT_PROCFS: &str = "/proc";
+
+/// The load averages (1, 5 and 15 minutes) against low/high thresholds: an event with all
+/// three while one is outside its range.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[low, high]` for `1m`, `5m` and/or `15m`: the beacon fires while that average is
+    /// below low or above high.
+    averages: Located<Averages>,
+    /// Fire only when an average crosses one of its thresholds, not on every evaluation
+    /// outside the range.
+    #[serde(default)]
+    onchangeonly: bool,
+    /// With `onchangeonly`: also judge the first evaluation (against the thresholds alone).
+    #[serde(default = "yes")]
+    emitatstartup: bool,
+    /// Where procfs is mounted (`<procfs>/loadavg` is read). With `/proc` the kernel's own
+    /// values are read through sysinfo(2), at the precision Python's `os.getloadavg()` has.
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
+
+/// The thresholds, per load average.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Averages {
+    /// `[low, high]` for the 1-minute average.
+    #[serde(rename = "1m")]
+    one: Option<Range>,
+    /// `[low, high]` for the 5-minute average.
+    #[serde(rename = "5m")]
+    five: Option<Range>,
+    /// `[low, high]` for the 15-minute average.
+    #[serde(rename = "15m")]
+    fifteen: Option<Range>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_procfs() -> PathBuf {
+    PathBuf::from(DEFAULT_PROCFS)
+}
+
+/// `[low, high]`: two numbers (Python's `float()`, so `'0.5'` too).
+#[derive(Debug, Clone, Copy)]
+struct Range(Float, Float);
+
+impl JsonSchema for Range {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Range".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "array", "x-type": "[low, high] (two numbers)" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Range {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Range;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of two numbers [low, high]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Range, A::Error> {
+                let low: Option<Float> = seq.next_element()?;
+                let high: Option<Float> = seq.next_element()?;
+                let more = seq.next_element::<serde::de::IgnoredAny>()?.is_some();
+                match (low, high, more) {
+                    (Some(low), Some(high), false) => Ok(Range(low, high)),
+                    _ => Err(serde::de::Error::invalid_length(2, &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 pub struct Load {
     /// `[low, high]` per average, `None` where not configured.
@@ -23,53 +111,22 @@ pub struct Load {
     last: Option<[f64; 3]>,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["averages", "onchangeonly", "emitatstartup", "procfs"];
-
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let averages = cfg.require("averages", "a map of 1m, 5m or 15m to [low, high]")?;
-    let Some(entries) = averages.as_map() else {
-        return Err(cfg.error(
-            averages,
-            format!(
-                "averages must be a map of 1m, 5m or 15m to [low, high], found {}",
-                averages.kind()
-            ),
-        ));
-    };
-    let mut thresholds = [None; 3];
-    for (key, value) in entries {
-        let Some(i) = KEYS.iter().position(|k| k == key) else {
-            return Err(cfg.error_at_key(
-                value,
-                format!("averages.{key} is not a load average; use 1m, 5m or 15m"),
-            ));
-        };
-        let pair = value.as_seq().and_then(|items| match items {
-            [lo, hi] => Some((number(lo)?, number(hi)?)),
-            _ => None,
-        });
-        match pair {
-            Some(p) => thresholds[i] = Some(p),
-            None => {
-                return Err(cfg.error(
-                    value,
-                    format!("averages.{key} must be a list of two numbers [low, high]"),
-                ))
-            }
-        }
-    }
+    let c: Config = de::from_config(cfg)?;
+    let a = &c.averages;
+    let thresholds = [a.one, a.five, a.fifteen].map(|r| r.map(|Range(lo, hi)| (lo.0, hi.0)));
     if thresholds.iter().all(Option::is_none) {
-        return Err(cfg.error(averages, "averages must contain 1m, 5m or 15m items"));
+        return Err(ConfigError {
+            pos: Some(a.pos.clone()),
+            beacon: Some(cfg.name.clone()),
+            message: "averages must contain 1m, 5m or 15m items".into(),
+        });
     }
     Ok(Box::new(Load {
         thresholds,
-        onchangeonly: cfg.bool_opt("onchangeonly", false)?,
-        emitatstartup: cfg.bool_opt("emitatstartup", true)?,
-        loadavg: match cfg.str_opt("procfs", DEFAULT_PROCFS)?.as_str() {
-            DEFAULT_PROCFS => None,
-            other => Some(PathBuf::from(other).join("loadavg")),
-        },
+        onchangeonly: c.onchangeonly,
+        emitatstartup: c.emitatstartup,
+        loadavg: (c.procfs != Path::new(DEFAULT_PROCFS)).then(|| c.procfs.join("loadavg")),
         last: None,
     }))
 }
@@ -98,12 +155,6 @@ fn file_loadavg(file: &std::path::Path) -> Result<[f64; 3], BeaconError> {
             text.trim()
         ))
     })
-}
-
-/// Python's `float()` accepts numbers and numeric strings.
-fn number(n: &crate::config::yaml::Node) -> Option<f64> {
-    n.as_f64()
-        .or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 impl Beacon for Load {

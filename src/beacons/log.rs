@@ -13,9 +13,14 @@
 //! restarts in its state directory (lines written while beacond was down are reported).
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
+use crate::config::de::{self, Located};
+use crate::config::types::{NameMap, PyRegex};
+use crate::config::yaml::Pos;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use fancy_regex::Regex;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::fs::File;
@@ -52,57 +57,61 @@ struct Follow {
     skipped: u64,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["file", "tags"];
+/// Lines appended to a log file that match a tag's regex: one event per match, with the
+/// line and the regex's groups (Salt's `log` beacon).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The absolute path of the log file to follow (across rotation and truncation).
+    file: Located<PathBuf>,
+    /// Tag suffix to `{regex: <pattern>}`: a line matching the pattern at its start (Python's
+    /// `re.match`) fires an event tagged `salt/beacon/<id>/log/<tag>`.
+    #[serde(default)]
+    tags: NameMap<Tag>,
+}
+
+/// What one tag matches.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Tag {
+    /// A Python regular expression, matched at the start of each line.
+    regex: Located<PyRegex>,
+}
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let file_node = cfg.require("file", "the path of the log file to follow")?;
-    let path = match file_node.as_str() {
-        Some(s) if s.starts_with('/') => PathBuf::from(s),
-        _ => {
-            return Err(cfg.error(
-                file_node,
-                format!("file must be an absolute path, found {}", file_node.kind()),
-            ))
-        }
+    let c: Config = de::from_config(cfg)?;
+    let err = |pos: &Pos, message: String| ConfigError {
+        pos: Some(pos.clone()),
+        beacon: Some(cfg.name.clone()),
+        message,
     };
+    let path = c.file.value.clone();
+    if !path.is_absolute() {
+        return Err(err(
+            &c.file.pos,
+            format!("file must be an absolute path, found '{}'", path.display()),
+        ));
+    }
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(cfg.error(file_node, "file must name a file, not a directory"));
+        return Err(err(
+            &c.file.pos,
+            "file must name a file, not a directory".into(),
+        ));
     };
     let mut tags = Vec::new();
-    if let Some(t) = cfg.opt("tags") {
-        let Some(entries) = t.as_map() else {
-            return Err(cfg.error(
-                t,
-                format!(
-                    "tags must be a map of <tag>: {{regex: <pattern>}}, found {}",
-                    t.kind()
-                ),
+    for (tag, spec) in &c.tags.0 {
+        if spec.regex.pattern.is_empty() {
+            return Err(err(
+                &spec.regex.pos,
+                format!("tags.{tag} must be a map with a non-empty `regex` string"),
             ));
-        };
-        for (tag, spec) in entries {
-            let regex = spec
-                .as_map()
-                .and_then(|m| m.iter().find(|(k, _)| k == "regex"))
-                .map(|(_, v)| v);
-            let pattern = match regex.and_then(|r| r.as_str()) {
-                Some(p) if !p.is_empty() => p,
-                _ => {
-                    return Err(cfg.error(
-                        regex.unwrap_or(spec),
-                        format!("tags.{tag} must be a map with a non-empty `regex` string"),
-                    ))
-                }
-            };
-            // Python's re.match: anchored at the start of the line only.
-            let re = Regex::new(&format!("^(?:{pattern})")).map_err(|e| {
-                cfg.error(
-                    regex.unwrap_or(spec),
-                    format!("tags.{tag}.regex is not a valid regex: {e}"),
-                )
-            })?;
-            tags.push((tag.clone(), re));
         }
+        // Python's re.match: anchored at the start of the line only.
+        let re = spec
+            .regex
+            .anchored()
+            .map_err(|e| err(&spec.regex.pos, format!("tags.{tag}.regex: {e}")))?;
+        tags.push((tag.clone(), re));
     }
     Ok(Box::new(LogBeacon {
         state_file: fswatch::state_path(

@@ -1,10 +1,14 @@
 //! `memusage`: memory in use, as psutil's `virtual_memory().percent`, against `percent`.
 //!
-//! Options: `percent` (e.g. `63%`), and `procfs` (default `/proc`; beacond's, for fixtures).
+//! Options: [`Config`] (`beacond --describe memusage`).
 
 use super::{usage_percent, Beacon, BeaconError, BuildContext, Data};
+use crate::config::de;
+use crate::config::types::Percent;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::procfs;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -13,16 +17,27 @@ pub struct MemUsage {
     meminfo: procfs::MeminfoFile,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["percent", "procfs"];
+/// Memory in use (psutil's `virtual_memory().percent`) against a threshold: an event while it is at or
+/// above `percent`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The threshold, e.g. `63%`.
+    percent: Percent,
+    /// Where procfs is mounted (`<procfs>/meminfo` is read).
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
+
+fn default_procfs() -> PathBuf {
+    PathBuf::from("/proc")
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let node = cfg.require("percent", "a percentage such as 63%")?;
+    let c: Config = de::from_config(cfg)?;
     Ok(Box::new(MemUsage {
-        threshold: cfg.percent("percent", node)?,
-        meminfo: procfs::MeminfoFile::new(
-            PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("meminfo"),
-        ),
+        threshold: c.percent.0,
+        meminfo: procfs::MeminfoFile::new(c.procfs.join("meminfo")),
     }))
 }
 

@@ -130,6 +130,12 @@ pub enum Options {
         known: &'static [&'static str],
         is_name: fn(&str) -> bool,
     },
+    /// A typed config struct (read with `config::de`): its field list is the option list, and
+    /// its schema (names, types, defaults, doc comments) is what `--describe` prints.
+    Typed {
+        fields: fn() -> &'static [&'static str],
+        schema: fn() -> schemars::Schema,
+    },
 }
 
 impl Options {
@@ -137,8 +143,21 @@ impl Options {
     pub fn known(&self) -> &'static [&'static str] {
         match self {
             Options::Known(k) | Options::Named { known: k, .. } => k,
+            Options::Typed { fields, .. } => fields(),
         }
     }
+
+    /// The options of config struct `T`.
+    pub const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>() -> Options {
+        Options::Typed {
+            fields: crate::config::de::field_names::<T>,
+            schema: schema_of::<T>,
+        }
+    }
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::SchemaGenerator::default().into_root_schema_for::<T>()
 }
 
 /// A beacon kind: the name Salt gives it, its builder and its options.
@@ -156,6 +175,18 @@ const fn kind(name: &'static str, build: Builder, options: &'static [&'static st
     }
 }
 
+/// A kind whose options are the typed config struct `T`.
+const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
+    name: &'static str,
+    build: Builder,
+) -> BeaconKind {
+    BeaconKind {
+        name,
+        build,
+        options: Options::typed::<T>(),
+    }
+}
+
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[BeaconKind] = &[
     kind("btmp", btmp::build, btmp::OPTIONS),
@@ -170,22 +201,18 @@ pub const KINDS: &[BeaconKind] = &[
     },
     kind("inotify", inotify::build, inotify::OPTIONS),
     kind("journald", journald::build, journald::OPTIONS),
-    kind(
-        "listening_ports",
-        listening_ports::build,
-        listening_ports::OPTIONS,
-    ),
-    kind("load", load::build, load::OPTIONS),
-    kind("log", log::build, log::OPTIONS),
-    kind("memusage", memusage::build, memusage::OPTIONS),
-    kind("network_info", network_info::build, network_info::OPTIONS),
+    typed::<listening_ports::Config>("listening_ports", listening_ports::build),
+    typed::<load::Config>("load", load::build),
+    typed::<log::Config>("log", log::build),
+    typed::<memusage::Config>("memusage", memusage::build),
+    typed::<network_info::Config>("network_info", network_info::build),
     kind(
         "network_settings",
         network_settings::build,
         network_settings::OPTIONS,
     ),
-    kind("pkg", pkg::build, pkg::OPTIONS),
-    kind("ps", ps::build, ps::OPTIONS),
+    typed::<pkg::Config>("pkg", pkg::build),
+    typed::<ps::Config>("ps", ps::build),
     kind("selinux", selinux::build, selinux::OPTIONS),
     kind("service", service::build, service::OPTIONS),
     kind("sh", sh::build, sh::OPTIONS),
@@ -194,8 +221,8 @@ pub const KINDS: &[BeaconKind] = &[
         state_results::build,
         state_results::OPTIONS,
     ),
-    kind("status", status::build, status::OPTIONS),
-    kind("swapusage", swapusage::build, swapusage::OPTIONS),
+    typed::<status::Config>("status", status::build),
+    typed::<swapusage::Config>("swapusage", swapusage::build),
     kind("users", users::build, users::OPTIONS),
     kind("wtmp", wtmp::build, wtmp::OPTIONS),
 ];
@@ -206,6 +233,7 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         Some(k) => {
             match k.options {
                 Options::Known(known) => cfg.reject_unknown(known, None)?,
+                Options::Typed { fields, .. } => cfg.reject_unknown(fields(), None)?,
                 Options::Named { known, is_name } => cfg.reject_unknown(known, Some(is_name))?,
             }
             (k.build)(cfg, ctx)

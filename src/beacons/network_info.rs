@@ -1,9 +1,6 @@
 //! `network_info`: per-interface counters against thresholds (Salt's `network_info` beacon).
 //!
-//! Options: `interfaces` (a map of interface name → `{type, <counter>: <value>, ...}` where the
-//! counters are psutil's `net_io_counters(pernic=True)` fields: `bytes_sent`, `bytes_recv`,
-//! `packets_sent`, `packets_recv`, `errin`, `errout`, `dropin`, `dropout`), and `procfs` (default
-//! `/proc`; beacond's, so tests can use a fixture of `net/dev`).
+//! Options: [`Config`] (`beacond --describe network_info`).
 //!
 //! `type: equal` (the default) fires when any configured counter equals its value, `greater`
 //! when any is above it. Salt treats every other type as `equal`, including `less`, which its
@@ -12,9 +9,12 @@
 //! `{interface, network_info: {<all eight counters>}}`, tag `salt/beacon/<id>/network_info/`.
 
 use super::{read_text, Beacon, BeaconError, BuildContext, Data};
-use crate::config::yaml::{Node, Yaml};
+use crate::config::de::{self, Located};
+use crate::config::types::{default_procfs, Count, NameMap};
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::procfs;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -30,10 +30,16 @@ pub const COUNTERS: [&str; 8] = [
     "dropout",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a counter is compared with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 enum Compare {
+    /// Fires when a counter equals its value.
+    #[default]
     Equal,
+    /// Fires when a counter is above its value.
     Greater,
+    /// Fires when a counter is below its value (Salt treats it as `equal`).
     Less,
 }
 
@@ -49,101 +55,83 @@ pub struct NetworkInfo {
     net_dev: PathBuf,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["interfaces", "procfs"];
+/// Per-interface network counters (psutil's `net_io_counters(pernic=True)`) against
+/// thresholds: an event per matching interface on every evaluation.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interface name to its thresholds.
+    #[serde(default)]
+    interfaces: NameMap<Located<Thresholds>>,
+    /// Where procfs is mounted (`<procfs>/net/dev` is read).
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
+
+/// One interface's thresholds: the beacon fires when any configured counter compares true.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    /// How each counter is compared with its value.
+    #[serde(default, rename = "type")]
+    compare: Compare,
+    /// Bytes sent.
+    bytes_sent: Option<Count>,
+    /// Bytes received.
+    bytes_recv: Option<Count>,
+    /// Packets sent.
+    packets_sent: Option<Count>,
+    /// Packets received.
+    packets_recv: Option<Count>,
+    /// Receive errors.
+    errin: Option<Count>,
+    /// Transmit errors.
+    errout: Option<Count>,
+    /// Incoming packets dropped.
+    dropin: Option<Count>,
+    /// Outgoing packets dropped.
+    dropout: Option<Count>,
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    let c: Config = de::from_config(cfg)?;
     let mut interfaces = Vec::new();
-    if let Some(node) = cfg.opt("interfaces") {
-        let Some(entries) = node.as_map() else {
-            return Err(cfg.error(
-                node,
-                format!(
-                    "interfaces must be a map of interface name to counters, found {}",
-                    node.kind()
+    for (name, t) in c.interfaces.0 {
+        let values = [
+            t.bytes_sent,
+            t.bytes_recv,
+            t.packets_sent,
+            t.packets_recv,
+            t.errin,
+            t.errout,
+            t.dropin,
+            t.dropout,
+        ];
+        let thresholds: Vec<(usize, u64)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|Count(n)| (i, n)))
+            .collect();
+        if thresholds.is_empty() {
+            return Err(ConfigError {
+                pos: Some(t.pos.clone()),
+                beacon: Some(cfg.name.clone()),
+                message: format!(
+                    "interfaces.{name} names no counter ({}); it could never fire",
+                    COUNTERS.join(", ")
                 ),
-            ));
-        };
-        for (name, conf) in entries {
-            interfaces.push(interface(cfg, name, conf)?);
+            });
         }
+        interfaces.push(Interface {
+            name,
+            compare: t.compare,
+            thresholds,
+        });
     }
     Ok(Box::new(NetworkInfo {
         interfaces,
-        net_dev: PathBuf::from(cfg.str_opt("procfs", "/proc")?).join("net/dev"),
+        net_dev: c.procfs.join("net/dev"),
     }))
-}
-
-fn interface(cfg: &BeaconConfig, name: &str, conf: &Node) -> Result<Interface, ConfigError> {
-    let Some(items) = conf.as_map() else {
-        return Err(cfg.error(
-            conf,
-            format!(
-                "interfaces.{name} must be a map such as {{type: greater, bytes_sent: 100000}}, found {}",
-                conf.kind()
-            ),
-        ));
-    };
-    let mut compare = Compare::Equal;
-    let mut thresholds = Vec::new();
-    for (key, value) in items {
-        if key == "type" {
-            compare = match value.as_str() {
-                Some("equal") => Compare::Equal,
-                Some("greater") => Compare::Greater,
-                Some("less") => Compare::Less,
-                _ => {
-                    return Err(cfg.error(
-                        value,
-                        format!(
-                            "interfaces.{name}.type must be equal, greater or less, found {}",
-                            value.to_json()
-                        ),
-                    ))
-                }
-            };
-            continue;
-        }
-        let Some(i) = COUNTERS.iter().position(|c| c == key) else {
-            return Err(cfg.error(
-                value,
-                format!(
-                    "interfaces.{name}.{key} is not a counter; use type or one of {}",
-                    COUNTERS.join(", ")
-                ),
-            ));
-        };
-        // Salt: int(value), so numbers and numeric strings.
-        let n = match &value.value {
-            Yaml::Int(n) if *n >= 0 => Some(*n as u64),
-            Yaml::Str(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        };
-        let Some(n) = n else {
-            return Err(cfg.error(
-                value,
-                format!(
-                    "interfaces.{name}.{key} must be a whole number, found {}",
-                    value.kind()
-                ),
-            ));
-        };
-        thresholds.push((i, n));
-    }
-    if thresholds.is_empty() {
-        return Err(cfg.error(
-            conf,
-            format!(
-                "interfaces.{name} names no counter ({}); it could never fire",
-                COUNTERS.join(", ")
-            ),
-        ));
-    }
-    Ok(Interface {
-        name: name.to_owned(),
-        compare,
-        thresholds,
-    })
 }
 
 /// psutil's `net_io_counters(pernic=True)` from `/proc/net/dev`: per interface, the counters in

@@ -370,6 +370,20 @@ impl Model {
     }
 }
 
+/// The interfaces (by name, with the attributes the events report) that the rtnetlink messages
+/// of `datagram` describe (a dump or notifications). Also the fuzzing entry point
+/// (fuzz/fuzz_targets/netlink.rs).
+pub fn interfaces_from_netlink(
+    datagram: &[u8],
+    neighbours: bool,
+) -> BTreeMap<String, BTreeMap<&'static str, Value>> {
+    let mut model = Model::default();
+    for (ty, payload) in netlink::messages(datagram) {
+        model.apply(ty, payload);
+    }
+    model.snapshot(neighbours)
+}
+
 fn ifindex(p: &[u8], off: usize) -> Option<u64> {
     Some(u32::from_ne_bytes(p.get(off..off + 4)?.try_into().ok()?) as u64)
 }
@@ -611,5 +625,27 @@ impl Beacon for NetworkSettings {
         self.dirty = false;
         out.extend(self.diff());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let p = format!("{}/fuzz/corpus/netlink/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// The fuzzing seeds: dumps received from a real kernel (fuzz/tools/capture_netlink.py).
+    #[test]
+    fn seed_dumps_describe_the_loopback() {
+        let mut dump = corpus("rtm-getlink-dump-0.bin");
+        dump.extend(corpus("rtm-getaddr-dump-0.bin"));
+        let ifs = interfaces_from_netlink(&dump, false);
+        let lo = &ifs["lo"];
+        assert_eq!(lo["mtu"], 65536);
+        assert_eq!(lo["operstate"], "UNKNOWN");
+        assert_eq!(lo["ipaddr4"], serde_json::json!([["127.0.0.1", 8]]));
     }
 }

@@ -19,8 +19,11 @@
 //! need a sqlite library in the static binary.
 
 use super::{Beacon, BeaconError, BuildContext, Data};
+use crate::config::de;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -43,48 +46,69 @@ pub struct Pkg {
     cache: States,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["pkgs", "refresh", "dpkg_status", "apt_lists"];
+/// Packages whose state changes between installed, upgrade available and not installed: an
+/// event `{pkg, version, status}` per change (Salt's `pkg` beacon; dpkg and apt only).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The packages to watch, `name` or `name:arch` (every `pkgs` list item counts).
+    pkgs: Vec<PkgName>,
+    /// Accepted for Salt's sake; beacond never runs `apt-get update` (Salt's own check of it
+    /// never fires either).
+    #[serde(default)]
+    refresh: bool,
+    /// dpkg's status database.
+    #[serde(default = "default_dpkg_status")]
+    dpkg_status: PathBuf,
+    /// Where apt keeps the `*_Packages` indexes it downloaded (upgrade candidates).
+    #[serde(default = "default_apt_lists")]
+    apt_lists: PathBuf,
+}
+
+fn default_dpkg_status() -> PathBuf {
+    PathBuf::from("/var/lib/dpkg/status")
+}
+
+fn default_apt_lists() -> PathBuf {
+    PathBuf::from("/var/lib/apt/lists")
+}
+
+/// A package name (`name` or `name:arch`), surrounding blanks dropped.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(with = "String")]
+struct PkgName(String);
+
+impl<'de> Deserialize<'de> for PkgName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "" => Err(serde::de::Error::custom("must be a package name, found ''")),
+            name => Ok(PkgName(name.to_owned())),
+        }
+    }
+}
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    // Salt merges every `pkgs` list item.
+    let c: Config = de::from_config(cfg)?;
+    // Salt merges every `pkgs` list item; the typed config holds the last one.
     let mut pkgs = Vec::new();
-    let mut found = false;
     for (k, node) in &cfg.items {
-        if k != "pkgs" {
-            continue;
-        }
-        found = true;
-        let Some(list) = node.as_seq() else {
-            return Err(cfg.error(
-                node,
-                format!(
-                    "pkgs must be a list of package names, found {}",
-                    node.kind()
-                ),
-            ));
-        };
-        for n in list {
-            match n.as_str() {
-                Some(s) if !s.trim().is_empty() => pkgs.push(s.trim().to_owned()),
-                _ => {
-                    return Err(cfg.error(
-                        n,
-                        format!("each pkgs item must be a package name, found {}", n.kind()),
-                    ))
-                }
-            }
+        if k == "pkgs" {
+            let items: Vec<PkgName> =
+                de::from_node_named(node, "pkgs").map_err(|e| ConfigError {
+                    pos: e.pos,
+                    beacon: Some(cfg.name.clone()),
+                    message: e.message,
+                })?;
+            pkgs.extend(items.into_iter().map(|PkgName(n)| n));
         }
     }
-    if !found {
-        return Err(cfg.error_here("missing required option 'pkgs' (a list of package names)"));
-    }
-    cfg.bool_opt("refresh", false)?;
+    let _ = (c.refresh, c.pkgs);
     Ok(Box::new(Pkg {
         state_file: fswatch::state_path(&ctx.state_dir, "pkg", &cfg.name),
         pkgs,
-        dpkg_status: PathBuf::from(cfg.str_opt("dpkg_status", "/var/lib/dpkg/status")?),
-        apt_lists: PathBuf::from(cfg.str_opt("apt_lists", "/var/lib/apt/lists")?),
+        dpkg_status: c.dpkg_status,
+        apt_lists: c.apt_lists,
         status: BTreeMap::new(),
         loaded: false,
         stamp: Vec::new(),

@@ -1,8 +1,6 @@
 //! `ps`: processes that should be running or stopped, by name (Salt's `ps` beacon).
 //!
-//! Options: `processes` (a map of process name → `running` | `stopped`; any other value fires
-//! `{name: False}` while the process is absent, as Salt does), and `procfs` (default `/proc`;
-//! beacond's, so tests can use a fixture).
+//! Options: [`Config`] (`beacond --describe ps`).
 //!
 //! The name is psutil's `Process.name()`: the kernel's `comm` (from `/proc/<pid>/stat`), or,
 //! when that is 15 characters (the kernel truncates it), the basename of `argv[0]` if it starts
@@ -10,9 +8,12 @@
 //! holds (tag `salt/beacon/<id>/ps/`, data `{<name>: "Running"}` or `{<name>: "Stopped"}`).
 
 use super::{Beacon, BeaconError, BuildContext, Data};
-use crate::config::yaml::Yaml;
+use crate::config::de;
+use crate::config::types::NameMap;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::procfs;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -30,40 +31,44 @@ pub struct Ps {
     procfs: PathBuf,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["processes", "procfs"];
+/// Processes that should be running or stopped, by name: an event on every evaluation while
+/// one is (`{name: Running}`) or is not (`{name: Stopped}`) found.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process name (psutil's `Process.name()`) to `running` or `stopped`. Any other value
+    /// fires `{name: False}` while the process is absent, as Salt does.
+    processes: NameMap<serde_json::Value>,
+    /// Where procfs is mounted (`<procfs>/<pid>/stat` is read).
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
+
+fn default_procfs() -> PathBuf {
+    PathBuf::from("/proc")
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let node = cfg.require("processes", "a map of process name to running or stopped")?;
-    let Some(entries) = node.as_map() else {
-        return Err(cfg.error(
-            node,
-            format!(
-                "processes must be a map of process name to running or stopped, found {}",
-                node.kind()
-            ),
-        ));
-    };
+    let c: Config = de::from_config(cfg)?;
     let mut processes = Vec::new();
-    for (name, want) in entries {
-        let want = match &want.value {
-            Yaml::Str(s) if s == "running" => Want::Running,
-            Yaml::Str(s) if s == "stopped" => Want::Stopped,
+    for (name, want) in c.processes.0 {
+        let want = match want.as_str() {
+            Some("running") => Want::Running,
+            Some("stopped") => Want::Stopped,
             _ => {
                 tracing::warn!(
                     beacon = %cfg.name,
-                    "processes.{name}: '{}' is neither running nor stopped; as in Salt, an event \
-                     {{{name}: False}} fires while it is not running",
-                    want.to_json()
+                    "processes.{name}: '{want}' is neither running nor stopped; as in Salt, an \
+                     event {{{name}: False}} fires while it is not running"
                 );
                 Want::Other
             }
         };
-        processes.push((name.clone(), want));
+        processes.push((name, want));
     }
     Ok(Box::new(Ps {
         processes,
-        procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
+        procfs: c.procfs,
     }))
 }
 

@@ -10,11 +10,15 @@
 //!
 //! Options: `mode` (desired: `enforcing` (default), `permissive` or `disabled`), `selinuxfs`
 //! (default `/sys/fs/selinux`), `config_file` (default `/etc/selinux/config`), `utmp_file`
-//! (default `/var/run/utmp`). The config file's directory is watched with inotify; selinuxfs
-//! does not notify writes to `enforce`, so it is also read every `interval` (default 1 s).
+//! (default `/var/run/utmp`), `attribute` (default False: each change adds `by: {pid, exe, cmd,
+//! comm, uid, user, loginuid, login_user}`, the process that last wrote `enforce` or the config
+//! file; `btf`: the kernel BTF for it). The config file's directory is watched with inotify;
+//! selinuxfs does not notify writes to `enforce`, so it is also read every `interval` (default
+//! 1 s).
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::attribution::{self, Attribution};
 use crate::sources::fswatch::Inotify;
 use crate::sources::utmp::{self, USER_PROCESS};
 use serde_json::{json, Value};
@@ -31,10 +35,23 @@ pub struct Selinux {
     last_mode: Option<String>,
     last_config: Option<String>,
     pending: bool,
+    /// `attribute`: name the process that changed the mode (`by` in each change).
+    attribute: bool,
+    btf: PathBuf,
+    attribution: Option<Attribution>,
+    /// The probe could not load (said once in the log).
+    attribution_off: bool,
 }
 
 /// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["mode", "selinuxfs", "config_file", "utmp_file"];
+pub const OPTIONS: &[&str] = &[
+    "mode",
+    "selinuxfs",
+    "config_file",
+    "utmp_file",
+    "attribute",
+    "btf",
+];
 
 fn capitalize(s: &str) -> String {
     let lower = s.to_ascii_lowercase();
@@ -66,6 +83,10 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         last_mode: None,
         last_config: None,
         pending: true,
+        attribute: cfg.bool_opt("attribute", false)?,
+        btf: PathBuf::from(cfg.str_opt("btf", attribution::DEFAULT_BTF)?),
+        attribution: None,
+        attribution_off: false,
     }))
 }
 
@@ -130,6 +151,18 @@ pub fn who(utmp_file: &Path) -> Value {
     }
 }
 
+impl Selinux {
+    /// `by`: the process that last changed one of `files`, when attribution is on and knows.
+    fn attribute_to(&mut self, change: &mut Value, files: &[&Path]) {
+        let Some(a) = self.attribution.as_mut() else {
+            return;
+        };
+        if let (Some(actor), Some(obj)) = (a.last(files), change.as_object_mut()) {
+            obj.insert("by".into(), Value::Object(a.keys(&actor)));
+        }
+    }
+}
+
 impl Beacon for Selinux {
     fn start(&mut self) -> Result<(), BeaconError> {
         let mut ino = Inotify::new().map_err(|e| BeaconError::Message(format!("inotify: {e}")))?;
@@ -147,6 +180,21 @@ impl Beacon for Selinux {
             }
         }
         self.inotify = Some(ino);
+        if self.attribute && self.attribution.is_none() && !self.attribution_off {
+            self.attribution = attribution::open_for("selinux", &self.btf);
+            self.attribution_off = self.attribution.is_none();
+        }
+        if let Some(a) = self.attribution.as_mut() {
+            // The files themselves too: a write to `enforce` is seen on its inode even when
+            // nothing watches selinuxfs's directory.
+            for f in [&self.config_file, &self.enforce] {
+                if let Some(dir) = f.parent() {
+                    a.watch(dir);
+                }
+                a.watch(f);
+            }
+            a.announce("selinux");
+        }
         self.pending = true;
         Ok(())
     }
@@ -184,10 +232,9 @@ impl Beacon for Selinux {
         if self.last_mode.as_ref() != Some(&mode) && !mode.is_empty() && mode != self.desired {
             let mut d = Data::new();
             d.insert("tag".into(), json!("mode"));
-            d.insert(
-                "changes".into(),
-                json!([{ "mode": mode, "who": who(&self.utmp_file) }]),
-            );
+            let mut change = json!({ "mode": mode, "who": who(&self.utmp_file) });
+            self.attribute_to(&mut change, &[&self.enforce.clone()]);
+            d.insert("changes".into(), json!([change]));
             out.push(d);
         }
         if self.last_config.as_ref() != Some(&config)
@@ -196,14 +243,13 @@ impl Beacon for Selinux {
         {
             let mut d = Data::new();
             d.insert("tag".into(), json!("config"));
-            d.insert(
-                "changes".into(),
-                json!([{
-                    "mode": config,
-                    "who": who(&self.utmp_file),
-                    "file": self.config_file.display().to_string(),
-                }]),
-            );
+            let mut change = json!({
+                "mode": config,
+                "who": who(&self.utmp_file),
+                "file": self.config_file.display().to_string(),
+            });
+            self.attribute_to(&mut change, &[&self.config_file.clone()]);
+            d.insert("changes".into(), json!([change]));
             out.push(d);
         }
         self.last_mode = Some(mode).filter(|m| !m.is_empty());

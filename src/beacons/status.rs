@@ -12,8 +12,12 @@
 //! runs `who -s` for it).
 
 use super::{Beacon, BeaconError, BuildContext, Data};
+use crate::config::de;
+use crate::config::types::default_procfs;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::procfs;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -25,22 +29,65 @@ pub struct Status {
     procfs: PathBuf,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &[
-    "loadavg", "cpustats", "meminfo", "vmstats", "time", "uptime", "nproc", "netdev", "procfs",
-];
+/// Salt's periodic health event: the results of `status.*` functions, one event per
+/// evaluation. With no function configured: `loadavg`, `cpustats`, `meminfo`, `vmstats` and
+/// `time`, all items.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Report load averages (`1-min`, `5-min`, `15-min`): `all`, or a list of its keys.
+    #[serde(default)]
+    loadavg: Option<serde_json::Value>,
+    /// Report `/proc/stat` counters: `all`, or a list of its keys.
+    #[serde(default)]
+    cpustats: Option<serde_json::Value>,
+    /// Report `/proc/meminfo` fields: `all`, or a list of its keys.
+    #[serde(default)]
+    meminfo: Option<serde_json::Value>,
+    /// Report `/proc/vmstat` counters: `all`, or a list of its keys.
+    #[serde(default)]
+    vmstats: Option<serde_json::Value>,
+    /// Report the current time (`tm_*` and more): `all`, or a list of its keys.
+    #[serde(default)]
+    time: Option<serde_json::Value>,
+    /// Report the uptime: `all`, or a list of its keys.
+    #[serde(default)]
+    uptime: Option<serde_json::Value>,
+    /// Report the number of CPUs: `all`, or a list of its keys.
+    #[serde(default)]
+    nproc: Option<serde_json::Value>,
+    /// Report per-interface `/proc/net/dev` counters: `all`, or a list of its keys.
+    #[serde(default)]
+    netdev: Option<serde_json::Value>,
+    /// Where procfs is mounted (the functions read under it).
+    #[serde(default = "default_procfs")]
+    procfs: PathBuf,
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    let c: Config = de::from_config(cfg)?;
+    let by_name = [
+        ("loadavg", &c.loadavg),
+        ("cpustats", &c.cpustats),
+        ("meminfo", &c.meminfo),
+        ("vmstats", &c.vmstats),
+        ("time", &c.time),
+        ("uptime", &c.uptime),
+        ("nproc", &c.nproc),
+        ("netdev", &c.netdev),
+    ];
+    // In config order, as Salt iterates its dict.
     let mut funcs = Vec::new();
-    for (func, node) in &cfg.items {
-        if func == "procfs" || func.starts_with('_') {
+    for (func, _) in &cfg.options {
+        let Some((name, conf)) = by_name.iter().find(|(n, _)| n == func) else {
             continue;
-        }
-        let items: Vec<Value> = match node.as_seq() {
-            Some(list) => list.iter().map(|n| n.to_json()).collect(),
-            None => vec![node.to_json()],
         };
-        funcs.push((func.clone(), items));
+        let items: Vec<Value> = match conf {
+            Some(Value::Array(list)) => list.clone(),
+            Some(other) => vec![other.clone()],
+            None => vec![Value::Null],
+        };
+        funcs.push(((*name).to_owned(), items));
     }
     if funcs.is_empty() {
         funcs = DEFAULT
@@ -50,7 +97,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     }
     Ok(Box::new(Status {
         funcs,
-        procfs: PathBuf::from(cfg.str_opt("procfs", "/proc")?),
+        procfs: c.procfs,
     }))
 }
 

@@ -5,7 +5,9 @@
 //! Options: `passwd` (default `/etc/passwd`), `group` (`/etc/group`), `shadow` (`/etc/shadow`;
 //! an empty string disables it), `emitatstartup` (default False: the first snapshot is the
 //! baseline, unless one was saved by an earlier run, in which case what changed while beacond
-//! was down is reported).
+//! was down is reported), `attribute` (default False: each event adds `by: {pid, exe, cmd, comm,
+//! uid, user, loginuid, login_user}`, the process that last changed the files, e.g. `useradd`;
+//! `btf`: the kernel BTF for it, default `/sys/kernel/btf/vmlinux`).
 //!
 //! Tags: `users/added`, `users/removed`, `users/changed`, `users/group/added`,
 //! `users/group/removed`, `users/group/changed`. User data: `user`, `uid`, `gid`, `group`
@@ -18,6 +20,7 @@
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::attribution::{self, Attribution};
 use crate::sources::fswatch::{self, Inotify, DIR_MASK};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +51,12 @@ pub struct Users {
     /// passwd, then group, then shadow); evaluating then would report half of it.
     locks: Vec<PathBuf>,
     last: Option<Snapshot>,
+    /// `attribute`: name the process that changed the files (`by` in each event).
+    attribute: bool,
+    btf: PathBuf,
+    attribution: Option<Attribution>,
+    /// The probe could not load (said once in the log).
+    attribution_off: bool,
 }
 
 /// Everything known about the accounts, as kept between evaluations (and on disk).
@@ -62,7 +71,14 @@ struct Snapshot {
 }
 
 /// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["passwd", "group", "shadow", "emitatstartup"];
+pub const OPTIONS: &[&str] = &[
+    "passwd",
+    "group",
+    "shadow",
+    "emitatstartup",
+    "attribute",
+    "btf",
+];
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let path_opt = |key: &str, default: &str| -> Result<Option<PathBuf>, ConfigError> {
@@ -118,6 +134,10 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
         names,
         locks,
         last: None,
+        attribute: cfg.bool_opt("attribute", false)?,
+        btf: PathBuf::from(cfg.str_opt("btf", attribution::DEFAULT_BTF)?),
+        attribution: None,
+        attribution_off: false,
     }))
 }
 
@@ -387,6 +407,20 @@ impl Beacon for Users {
             }
         }
         self.inotify = Some(ino);
+        if self.attribute && self.attribution.is_none() && !self.attribution_off {
+            self.attribution = attribution::open_for("users", &self.btf);
+            self.attribution_off = self.attribution.is_none();
+        }
+        if let Some(a) = self.attribution.as_mut() {
+            for p in [Some(&self.passwd), Some(&self.group), self.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                a.watch(p.parent().unwrap_or(Path::new("/")));
+                a.watch(p);
+            }
+            a.announce("users");
+        }
         if self.last.is_none() {
             self.last = match self.load() {
                 Some(saved) => Some(saved),
@@ -427,11 +461,25 @@ impl Beacon for Users {
             return Ok(Vec::new());
         }
         let snap = self.read()?;
-        let events = match &self.last {
+        let mut events = match &self.last {
             Some(old) if *old == snap => return Ok(Vec::new()),
             Some(old) => Self::diff(old, &snap),
             None => Vec::new(),
         };
+        if let Some(a) = self.attribution.as_mut().filter(|_| !events.is_empty()) {
+            let files: Vec<&Path> = [Some(&self.passwd), Some(&self.group), self.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect();
+            // `user`/`uid` name the account here: the process goes under `by`.
+            if let Some(actor) = a.last(&files) {
+                let by = Value::Object(a.keys(&actor));
+                for d in &mut events {
+                    d.insert("by".into(), by.clone());
+                }
+            }
+        }
         self.save(&snap)?;
         self.last = Some(snap);
         Ok(events)

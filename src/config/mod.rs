@@ -5,8 +5,11 @@
 //! and the result then replaces the top-level keys of `minion`.
 
 pub mod beacon;
+pub mod de;
+pub mod describe;
 pub mod minion;
 pub mod sinks;
+pub mod types;
 pub mod yaml;
 
 pub use beacon::{BeaconConfig, ConfigError};

@@ -15,7 +15,21 @@ use std::path::{Path, PathBuf};
 
 /// Largest decompressed DATA payload accepted (journald's own default field limit is 64 KiB;
 /// coredumps can be larger).
+#[cfg(not(fuzzing))]
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// Under the fuzzer (`cargo fuzz` sets `cfg(fuzzing)`): the same code with a smaller bound, so
+/// that inputs reaching it stay fast enough to fuzz.
+#[cfg(fuzzing)]
+const MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Largest entry accepted (all its fields, decompressed): one small crafted DATA object that
+/// decompresses to `MAX_PAYLOAD`, referenced by every item of an entry, must not become
+/// thousands of copies in memory.
+const MAX_ENTRY: usize = MAX_PAYLOAD;
+
+/// Decompressed bytes read from one file per evaluation at most (then the budget counts as
+/// spent: the rest follows in the next evaluation, as after `entries_per_evaluation`).
+const BYTES_PER_EVALUATION: usize = 4 * MAX_PAYLOAD;
 
 /// Where a reader is in one file's entry-array chain.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +81,8 @@ pub struct Journal {
     pub n_entries: u64,
     entry_array_offset: u64,
     pub tail_seqnum: u64,
+    /// When its first entry was written (µs since the epoch): orders rotated files.
+    pub head_realtime: u64,
     /// Everything before the last object (as of opening) is fully written: ENTRY and DATA
     /// objects there are read through a small block cache (far fewer syscalls on catch-up).
     /// Entry arrays, whose items are filled in place, are always read from the file.
@@ -79,6 +95,8 @@ const CACHE_BLOCKS: usize = 32;
 
 /// One entry as read.
 pub struct Entry {
+    /// Its fields' bytes (names and values, decompressed).
+    pub size: usize,
     pub seqnum_id: String,
     pub seqnum: u64,
     pub realtime: u64,
@@ -110,6 +128,7 @@ impl Journal {
             seqnum_id: hex(&h[72..88]),
             n_entries: le64(&h, 152),
             tail_seqnum: le64(&h, 160),
+            head_realtime: le64(&h, 184),
             entry_array_offset: le64(&h, 176),
             stable_end: le64(&h, 136),
             cache: std::cell::RefCell::new(HashMap::new()),
@@ -178,7 +197,8 @@ impl Journal {
         Ok((kind, flags, buf))
     }
 
-    fn data(&self, offset: u64) -> Result<(String, Option<Vec<u8>>), String> {
+    /// A DATA object's field name and value, decompressed up to `limit` bytes.
+    fn data(&self, offset: u64, limit: usize) -> Result<(String, Option<Vec<u8>>), String> {
         let (kind, flags, buf) = self.stable_object(offset)?;
         if kind != OBJECT_DATA {
             return Err(format!("object at {offset} is not DATA"));
@@ -189,12 +209,12 @@ impl Journal {
             let mut out = Vec::new();
             ruzstd::decoding::StreamingDecoder::new(raw)
                 .map_err(|e| format!("zstd: {e}"))?
-                .take(MAX_PAYLOAD as u64)
+                .take(limit as u64)
                 .read_to_end(&mut out)
                 .map_err(|e| format!("zstd: {e}"))?;
             Some(out)
         } else if flags & COMPRESSED_LZ4 != 0 {
-            let size = (le64(raw, 0) as usize).min(MAX_PAYLOAD);
+            let size = (le64(raw, 0) as usize).min(limit);
             Some(
                 lz4_flex::decompress(raw.get(8..).unwrap_or_default(), size)
                     .map_err(|e| format!("lz4: {e}"))?,
@@ -227,6 +247,7 @@ impl Journal {
             return Ok(None);
         }
         let mut fields = Vec::new();
+        let mut size = 0usize;
         let step = if self.compact { 4 } else { 16 };
         let mut at = 64;
         while at + step <= buf.len() {
@@ -239,7 +260,15 @@ impl Journal {
             if off == 0 {
                 continue;
             }
-            let (name, value) = self.data(off)?;
+            // One byte more than the entry may still take: enough to tell it is too large.
+            let limit = (MAX_ENTRY + 1 - size).min(MAX_PAYLOAD);
+            let (name, value) = self.data(off, limit)?;
+            size += name.len() + value.as_ref().map_or(0, Vec::len);
+            if size > MAX_ENTRY {
+                return Err(format!(
+                    "entry at {offset}: fields larger than {MAX_ENTRY} bytes (corrupt file)"
+                ));
+            }
             if value.is_none() {
                 tracing::warn!(
                     "{}: an xz-compressed field cannot be read (no lean xz decoder)",
@@ -249,6 +278,7 @@ impl Journal {
             fields.push((name, value));
         }
         Ok(Some(Entry {
+            size,
             seqnum_id: self.seqnum_id.clone(),
             seqnum: le64(&buf, 16),
             realtime: le64(&buf, 24),
@@ -283,6 +313,7 @@ impl Journal {
             pos.index = 0;
         }
         let step: u64 = if self.compact { 4 } else { 8 };
+        let mut bytes = 0usize;
         while pos.array != 0 {
             let (kind, _, buf) = self.object(pos.array)?;
             if kind != OBJECT_ENTRY_ARRAY {
@@ -316,11 +347,17 @@ impl Journal {
                     return Ok(());
                 }
                 *budget -= 1;
-                if let Some(e) = self.entry(off, seen)? {
-                    each(e);
-                }
+                let entry = self.entry(off, seen)?;
                 pos.index += 1;
                 pos.count += 1;
+                if let Some(e) = entry {
+                    bytes += e.size;
+                    each(e);
+                    if bytes >= BYTES_PER_EVALUATION {
+                        *budget = 0;
+                        return Ok(());
+                    }
+                }
             }
             let next = le64(&buf, 16);
             if next == 0 {

@@ -7,7 +7,10 @@
 //! modify), `recurse`, `auto_add`, `exclude` (paths as prefixes, globs with `*`, and
 //! `<pattern>: {regex: True}` Python regexes); top-level `coalesce`. beacond's own, per path:
 //! `checksum: sha256` (the file's new hash in the event), `diff: True` (a unified diff against the
-//! previous content, for UTF-8 text files up to `diff_max_bytes`, default 64 KiB).
+//! previous content, for UTF-8 text files up to `diff_max_bytes`, default 64 KiB), `attribute:
+//! True` (per path, or top-level for all; `btf` top-level: the kernel BTF, default
+//! `/sys/kernel/btf/vmlinux`): each event adds the process behind the change — `pid`, `exe`,
+//! `cmd`, `comm`, `uid`/`user`, `loginuid`/`login_user` — from `sources::attribution`.
 //!
 //! Events are Salt's: tag `salt/beacon/<id>/<name>/<watch path>`, data `path` (what changed) and
 //! `change` (pyinotify's mask name, e.g. `IN_CREATE|IN_ISDIR`). Beyond Salt:
@@ -40,6 +43,7 @@ mod spec;
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
 use crate::config::{BeaconConfig, ConfigError};
+use crate::sources::attribution::{self, Attribution};
 use crate::sources::fswatch::{Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::state_run::StateJob;
 use evidence::Text;
@@ -63,7 +67,7 @@ const SUMMARY_DIFF_MAX: usize = 1024 * 1024;
 const RETRY_MIN: Duration = Duration::from_secs(30);
 
 /// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["files", "coalesce"];
+pub const OPTIONS: &[&str] = &["files", "coalesce", "attribute", "btf"];
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
     let spec = spec::parse(cfg)?;
@@ -73,6 +77,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
         interval,
         engine: None,
         summary: None,
+        attribution_off: false,
     }))
 }
 
@@ -83,6 +88,8 @@ pub struct InotifyBeacon {
     engine: Option<Engine>,
     /// Changes seen during the current state run.
     summary: Option<Summary>,
+    /// `attribute` is asked for but the probe could not load (said once in the log).
+    attribution_off: bool,
 }
 
 impl Beacon for InotifyBeacon {
@@ -109,9 +116,18 @@ impl Beacon for InotifyBeacon {
             retry_at: None,
             out: Vec::new(),
             rescanning: false,
+            attribution: None,
+            read_at: 0,
         };
+        if !self.attribution_off && self.spec.roots.iter().any(|r| r.attribute) {
+            engine.attribution = attribution::open_for("inotify", &self.spec.btf);
+            self.attribution_off = engine.attribution.is_none();
+        }
         for r in 0..engine.spec.roots.len() {
             engine.resolve_root(r, false);
+        }
+        if let Some(a) = &engine.attribution {
+            a.announce("inotify");
         }
         self.engine = Some(engine);
         Ok(())
@@ -365,6 +381,10 @@ struct Engine {
     out: Vec<Data>,
     /// Re-scanning after an overflow.
     rescanning: bool,
+    /// Who made each change (roots with `attribute`), when the probe is loaded.
+    attribution: Option<Attribution>,
+    /// When the batch being processed was read (`attribution::now_ns`).
+    read_at: u64,
 }
 
 fn lossy(p: &Path) -> String {
@@ -473,7 +493,25 @@ impl Engine {
             }
         }
         self.by_path.insert(path.to_path_buf(), id);
+        self.attribute_watch(path);
         Ok(id)
+    }
+
+    /// Register `path` with the attribution probe when one of its watch's roots asks for it.
+    fn attribute_watch(&mut self, path: &Path) {
+        let Some(a) = self.attribution.as_mut() else {
+            return;
+        };
+        let Some(w) = self.by_path.get(path).and_then(|id| self.watches.get(id)) else {
+            return;
+        };
+        let wanted = w.roles.iter().any(|role| {
+            let (Role::Dir(r) | Role::File(r) | Role::Anchor(r, _)) = role;
+            self.spec.roots[*r].attribute
+        });
+        if wanted {
+            a.watch(path);
+        }
     }
 
     /// Remove the roles `pred` selects; watches left without a role are removed.
@@ -725,6 +763,8 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(BeaconError::Message(format!("reading inotify: {e}"))),
             };
+            // Every change in this batch was recorded by the probe before it was queued.
+            self.read_at = attribution::batch_id();
             for e in batch {
                 self.process(e.wd, e.mask, e.cookie, e.name);
             }
@@ -905,7 +945,8 @@ impl Engine {
             if self.by_path.get(&old) == Some(&id) {
                 self.by_path.remove(&old);
             }
-            self.by_path.insert(new, id);
+            self.by_path.insert(new.clone(), id);
+            self.attribute_watch(&new);
         }
     }
 
@@ -1045,6 +1086,13 @@ impl Engine {
                     }
                 }
                 self.roots[r].texts.insert(path.to_path_buf(), new);
+            }
+        }
+        if spec.attribute && mask & (IN_IGNORED | IN_UNMOUNT | IN_Q_OVERFLOW) == 0 {
+            if let Some(a) = self.attribution.as_mut() {
+                if let Some(actor) = a.take(path, mask, self.read_at) {
+                    d.extend(a.keys(&actor));
+                }
             }
         }
         self.out.push(d);

@@ -150,6 +150,8 @@ pub struct RootSpec {
     pub checksum: Option<Checksum>,
     pub diff: bool,
     pub diff_max_bytes: u64,
+    /// Name the process behind each event (`attribute`, per path or for the whole beacon).
+    pub attribute: bool,
 }
 
 impl RootSpec {
@@ -179,10 +181,13 @@ impl RootSpec {
 pub struct Spec {
     pub roots: Vec<RootSpec>,
     pub coalesce: bool,
+    /// The kernel BTF the attribution probe is relocated against.
+    pub btf: PathBuf,
 }
 
-const PATH_KEYS: [&str; 7] = [
+const PATH_KEYS: [&str; 8] = [
     "mask",
+    "attribute",
     "recurse",
     "auto_add",
     "exclude",
@@ -213,15 +218,26 @@ pub fn parse(cfg: &BeaconConfig) -> Result<Spec, ConfigError> {
     if entries.is_empty() {
         return Err(cfg.error(files, "files must name at least one path"));
     }
+    let attribute = cfg.bool_opt("attribute", false)?;
     let mut roots = Vec::new();
     for (path, opts) in entries {
-        roots.push(parse_root(cfg, path, opts)?);
+        roots.push(parse_root(cfg, path, opts, attribute)?);
     }
     let coalesce = cfg.bool_opt("coalesce", false)?;
-    Ok(Spec { roots, coalesce })
+    let btf = PathBuf::from(cfg.str_opt("btf", crate::sources::attribution::DEFAULT_BTF)?);
+    Ok(Spec {
+        roots,
+        coalesce,
+        btf,
+    })
 }
 
-fn parse_root(cfg: &BeaconConfig, path: &str, opts: &Node) -> Result<RootSpec, ConfigError> {
+fn parse_root(
+    cfg: &BeaconConfig,
+    path: &str,
+    opts: &Node,
+    attribute: bool,
+) -> Result<RootSpec, ConfigError> {
     let Some(map) = opts.as_map() else {
         return Err(cfg.error(
             opts,
@@ -368,6 +384,10 @@ fn parse_root(cfg: &BeaconConfig, path: &str, opts: &Node) -> Result<RootSpec, C
         checksum,
         diff: boolean("diff")?,
         diff_max_bytes,
+        attribute: match get("attribute") {
+            Some(_) => boolean("attribute")?,
+            None => attribute,
+        },
     })
 }
 
