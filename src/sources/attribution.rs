@@ -21,8 +21,8 @@
 //! reads of the inotify queue, the event names the last of them; a uid or login uid changed by
 //! a process after its exec is seen only for processes that started before beacond.
 
+use super::ebpf::TracepointError;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
 use aya::{Btf, EbpfLoader};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -84,6 +84,15 @@ pub enum AttributionError {
     Attach(&'static str, String),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl From<TracepointError> for AttributionError {
+    fn from(e: TracepointError) -> Self {
+        match e {
+            TracepointError::Load(m) => AttributionError::Load(m),
+            TracepointError::Attach(tp, m) => AttributionError::Attach(tp, m),
+        }
+    }
 }
 
 /// The process behind a change.
@@ -338,21 +347,15 @@ impl Attribution {
             .map_max_entries("records", RING_BYTES)
             .load(&OBJECT.0)
             .map_err(|e| AttributionError::Load(e.to_string()))?;
-        for (prog, tp) in [
-            ("on_fork", "sched_process_fork"),
-            ("on_exec", "sched_process_exec"),
-            ("on_exit", "sched_process_exit"),
-        ] {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| AttributionError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| AttributionError::Load(e.to_string()))?;
-            p.load(tp, &btf_data)
-                .map_err(|e| AttributionError::Load(format!("{prog}: {e}")))?;
-            p.attach()
-                .map_err(|e| AttributionError::Attach(tp, e.to_string()))?;
-        }
+        super::ebpf::attach_tracepoints(
+            &mut ebpf,
+            &btf_data,
+            &[
+                ("on_fork", "sched_process_fork"),
+                ("on_exec", "sched_process_exec"),
+                ("on_exit", "sched_process_exit"),
+            ],
+        )?;
         let take = |ebpf: &mut aya::Ebpf, name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| AttributionError::Load(format!("map {name} missing")))

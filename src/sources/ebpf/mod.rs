@@ -39,6 +39,43 @@ pub enum EbpfError {
     Io(#[from] io::Error),
 }
 
+/// Why a `tp_btf` program of a loaded object could not be put in place.
+pub(crate) enum TracepointError {
+    Load(String),
+    Attach(&'static str, String),
+}
+
+impl From<TracepointError> for EbpfError {
+    fn from(e: TracepointError) -> Self {
+        match e {
+            TracepointError::Load(m) => EbpfError::Load(m),
+            TracepointError::Attach(tp, m) => EbpfError::Attach(tp, m),
+        }
+    }
+}
+
+/// Loads each `(program, tracepoint)` of `ebpf` as a `tp_btf` program and attaches it.
+pub(crate) fn attach_tracepoints(
+    ebpf: &mut aya::Ebpf,
+    btf: &Btf,
+    programs: &[(&str, &'static str)],
+) -> Result<(), TracepointError> {
+    for &(prog, tp) in programs {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| {
+                TracepointError::Load(format!("program {prog} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| TracepointError::Load(e.to_string()))?;
+        p.load(tp, btf)
+            .map_err(|e| TracepointError::Load(format!("{prog}: {e}")))?;
+        p.attach()
+            .map_err(|e| TracepointError::Attach(tp, e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Bounds and sizes chosen by the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -220,20 +257,14 @@ fn load_with_btf(opts: &Options, btf_path: &std::path::Path) -> Result<Loaded, E
         .override_global("argv_max_bytes", &argv, true)
         .load(&OBJECT.0)
         .map_err(|e| EbpfError::Load(e.to_string()))?;
-    for (prog, tp) in [
-        ("on_exec", "sched_process_exec"),
-        ("on_exit", "sched_process_exit"),
-    ] {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| EbpfError::Load(format!("program {prog} missing from the object")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| EbpfError::Load(e.to_string()))?;
-        p.load(tp, &btf)
-            .map_err(|e| EbpfError::Load(format!("{prog}: {e}")))?;
-        p.attach()
-            .map_err(|e| EbpfError::Attach(tp, e.to_string()))?;
-    }
+    attach_tracepoints(
+        &mut ebpf,
+        &btf,
+        &[
+            ("on_exec", "sched_process_exec"),
+            ("on_exit", "sched_process_exit"),
+        ],
+    )?;
     let events = ebpf
         .take_map("events")
         .ok_or_else(|| EbpfError::Load("map events missing".into()))?;
