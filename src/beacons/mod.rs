@@ -189,7 +189,7 @@ const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[BeaconKind] = &[
-    kind("btmp", btmp::build, btmp::OPTIONS),
+    typed::<btmp::Config>("btmp", btmp::build),
     kind("cert_info", cert_info::build, cert_info::OPTIONS),
     BeaconKind {
         name: "diskusage",
@@ -224,7 +224,7 @@ pub const KINDS: &[BeaconKind] = &[
     typed::<status::Config>("status", status::build),
     typed::<swapusage::Config>("swapusage", swapusage::build),
     kind("users", users::build, users::OPTIONS),
-    kind("wtmp", wtmp::build, wtmp::OPTIONS),
+    typed::<wtmp::Config>("wtmp", wtmp::build),
 ];
 
 /// Build (and so validate) a configured beacon: unknown options first, then the builder.
