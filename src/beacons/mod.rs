@@ -190,7 +190,7 @@ const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[BeaconKind] = &[
     typed::<btmp::Config>("btmp", btmp::build),
-    kind("cert_info", cert_info::build, cert_info::OPTIONS),
+    typed::<cert_info::Config>("cert_info", cert_info::build),
     BeaconKind {
         name: "diskusage",
         build: diskusage::build,
