@@ -216,11 +216,7 @@ pub const KINDS: &[BeaconKind] = &[
     kind("selinux", selinux::build, selinux::OPTIONS),
     kind("service", service::build, service::OPTIONS),
     kind("sh", sh::build, sh::OPTIONS),
-    kind(
-        "state_results",
-        state_results::build,
-        state_results::OPTIONS,
-    ),
+    typed::<state_results::Config>("state_results", state_results::build),
     typed::<status::Config>("status", status::build),
     typed::<swapusage::Config>("swapusage", swapusage::build),
     kind("users", users::build, users::OPTIONS),
