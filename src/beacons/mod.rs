@@ -206,11 +206,7 @@ pub const KINDS: &[BeaconKind] = &[
     typed::<log::Config>("log", log::build),
     typed::<memusage::Config>("memusage", memusage::build),
     typed::<network_info::Config>("network_info", network_info::build),
-    kind(
-        "network_settings",
-        network_settings::build,
-        network_settings::OPTIONS,
-    ),
+    typed::<network_settings::Config>("network_settings", network_settings::build),
     typed::<pkg::Config>("pkg", pkg::build),
     typed::<ps::Config>("ps", ps::build),
     kind("selinux", selinux::build, selinux::OPTIONS),
