@@ -2,11 +2,14 @@
 //! proc connector side by side in one run (env `BURST_SOURCES`, default `ebpf,proc_connector`).
 //!
 //! `cargo bench --bench exec_burst` (env: `BURST_EXECS`, default 10000; `BURST_WORKERS`,
-//! default 4; `BURST_ROUNDS`, default 3). Each round runs the same burst with beacond off and
+//! default 4; `BURST_ROUNDS`, default 3; `BURST_BEACOND`, a beacond binary to measure instead
+//! of the one cargo built for the bench, e.g. the LTO release build). Each round runs the same burst with beacond off and
 //! on: `BURST_WORKERS` bash loops that fork+exec, half `/bin/true` (sub-millisecond) and half
 //! `/bin/sleep 0.005` (lives >= 5 ms). It reports the share of the burst's execs beacond
 //! reported, the share with full argv (all, and for the >= 5 ms processes), the CPU beacond
-//! used, its peak RSS, and the burst's slow-down with beacond on against off (median of rounds).
+//! used, its RSS once started (before the burst), after the burst and its peak (VmHWM, which
+//! includes the one-time parse of the kernel's BTF when the eBPF source loads), and the
+//! burst's slow-down with beacond on against off (median of rounds).
 //! A second, CPU-bound burst of `/bin/true` only gives the worst-case slow-down.
 
 use serde_json::Value;
@@ -67,11 +70,12 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-fn hwm_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` figure in KiB (`VmHWM`, `VmRSS`).
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
@@ -84,7 +88,9 @@ struct Agent {
 
 /// Start `beacond --stdout` and wait until its `sh` beacon has subscribed.
 fn start_agent(dir: &std::path::Path) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beacond"))
+    let bin =
+        std::env::var("BURST_BEACOND").unwrap_or_else(|_| env!("CARGO_BIN_EXE_beacond").into());
+    let mut child = Command::new(bin)
         .arg("-c")
         .arg(dir)
         .arg("--stdout")
@@ -182,13 +188,14 @@ fn main() {
             let (mut reported, mut with_argv, mut long_argv, mut cpu) =
                 (0usize, 0usize, 0usize, 0.0);
             let mut wall_on = Duration::ZERO;
-            let mut rss = 0;
+            let (mut hwm, mut rss_before, mut rss_after) = (0, 0, 0);
             let mut overruns = 0;
             for _ in 0..rounds {
                 // Off: the same burst with no beacond at all.
                 let (off, _) = burst(execs, workers, mixed);
                 let mut agent = start_agent(&dir);
                 let (pid, rx) = (agent.pid, &agent.rx);
+                rss_before = rss_before.max(status_kib(pid, "VmRSS:"));
                 let c0 = cpu_ticks(pid);
                 let (on, pids) = burst(execs, workers, mixed);
                 // Drain: until every expected event arrived, 5 s without one of ours, or 60 s.
@@ -220,7 +227,8 @@ fn main() {
                     eprintln!("round: {r} of {expected} execs reported");
                 }
                 let c1 = cpu_ticks(pid);
-                rss = rss.max(hwm_kib(pid));
+                hwm = hwm.max(status_kib(pid, "VmHWM:"));
+                rss_after = rss_after.max(status_kib(pid, "VmRSS:"));
                 let _ = agent.child.kill();
                 let _ = agent.child.wait();
                 reported += r;
@@ -250,8 +258,14 @@ fn main() {
             median(slow.clone()),
             slow.iter().map(|s| format!("{s:+.1}%")).collect::<Vec<_>>().join(" ")
         );
-            println!("{line}; overrun events {overruns}; beacond peak RSS {rss} KiB");
-            report.push(format!("{line}; peak RSS {rss} KiB"));
+            let mem = format!(
+                "RSS {:.1} MiB started, {:.1} MiB after the burst, peak (VmHWM) {:.1} MiB",
+                rss_before as f64 / 1024.0,
+                rss_after as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            );
+            println!("{line}; overrun events {overruns}; {mem}");
+            report.push(format!("{line}; {mem}"));
         }
     }
     println!("\nside by side:");

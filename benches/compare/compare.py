@@ -102,15 +102,16 @@ def tree(root):
 
 
 def rss_pss(pid):
-    rss = pss = 0
+    rss = pss = hwm = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1]) * 1024
-                    break
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -119,14 +120,35 @@ def rss_pss(pid):
                     break
     except OSError:
         pass
-    return rss, pss
+    return rss, pss, hwm
+
+
+def thread_ns(pids):
+    """CPU nanoseconds of every live thread of `pids` ({(pid, tid): ns}, from schedstat)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    out[(pid, tid)] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
 
 
 class Sampler:
-    """CPU ticks and memory of a process tree, sampled every `period` s on a thread.
+    """CPU and memory of a process tree, sampled every `period` s on a thread.
 
-    CPU of the tree = sum over its live processes of utime+stime+cutime+cstime: a child that
-    exits and is reaped moves its time into its parent's c-fields, so the sum only grows.
+    Two CPU figures. `cpu`: sum over the tree's live processes of utime+stime+cutime+cstime
+    (a child that exits and is reaped moves its time into its parent's c-fields, so the sum
+    only grows), in clock ticks (10 ms): too coarse for an idle agent that runs a few ms a
+    minute. `cpu_ns`: per thread, the scheduler's run time in ns (schedstat), the growth of
+    each thread between the first and the last sample it was seen in (a thread born during
+    the window counts from 0); a thread that ends loses at most one period's time.
     """
 
     def __init__(self, root, period=0.5):
@@ -134,8 +156,11 @@ class Sampler:
         self.period = period
         self.rss = []
         self.pss = []
+        self.hwm = 0
         self.procs = 0
         self.stop_ev = threading.Event()
+        self.first = thread_ns(tree(root))
+        self.last = dict(self.first)
         self.cpu0 = self.cpu_ticks()
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -149,29 +174,40 @@ class Sampler:
                 total += st[1]
         return total
 
+    def sample(self):
+        pids = tree(self.root)
+        self.last.update(thread_ns(pids))
+        self.procs = max(self.procs, len(pids))
+        r = p = h = 0
+        for pid in pids:
+            a, b, c = rss_pss(pid)
+            r += a
+            p += b
+            h += c
+        self.rss.append(r)
+        self.pss.append(p)
+        self.hwm = max(self.hwm, h)
+
     def run(self):
         while not self.stop_ev.wait(self.period):
-            pids = tree(self.root)
-            self.procs = max(self.procs, len(pids))
-            r = p = 0
-            for pid in pids:
-                a, b = rss_pss(pid)
-                r += a
-                p += b
-            self.rss.append(r)
-            self.pss.append(p)
+            self.sample()
 
     def stop(self):
         self.stop_ev.set()
         self.thread.join()
+        self.sample()
         wall = time.monotonic() - self.t0
         cpu = (self.cpu_ticks() - self.cpu0) / TICK
+        ns = sum(v - self.first.get(k, 0) for k, v in self.last.items())
         return {
             "wall": wall,
             "cpu": cpu,
+            "cpu_ns": ns / 1e9,
             "rss_peak": max(self.rss, default=0),
             "rss_median": statistics.median(self.rss) if self.rss else 0,
+            "rss_last": self.rss[-1] if self.rss else 0,
             "pss_median": statistics.median(self.pss) if self.pss else 0,
+            "hwm": self.hwm,
             "procs": self.procs,
         }
 
@@ -265,7 +301,16 @@ class Bus:
 # agents
 
 
-def minion_config(name, root, master, watch):
+def minion_config(name, root, master, watch, sh_source):
+    """The agent's config. `sh_source`: None for the idle run (no `sh` beacon: beacond's,
+    on the host, would audit every exec of the host's other work, Salt's sees only its own
+    PID namespace), "" for Salt's `sh` beacon, or beacond's `sh` source."""
+    if sh_source is None:
+        sh = ""
+    elif sh_source == "":
+        sh = "  sh: []\n"
+    else:
+        sh = f"  sh:\n    - source: {sh_source}\n"
     return f"""\
 id: {name}
 master: 127.0.0.1
@@ -302,19 +347,18 @@ beacons:
           mask:
             - create
             - modify
-  sh: []
-"""
+{sh}"""
 
 
 class Agent:
-    def __init__(self, kind, args, workdir, master, watch):
+    def __init__(self, kind, args, workdir, master, watch, sh_source):
         self.kind = kind
         self.name = f"bench-{kind}"
         self.root = os.path.join(workdir, kind)
         self.watch = watch
         os.makedirs(os.path.join(self.root, "etc"), exist_ok=True)
         with open(os.path.join(self.root, "etc", "minion"), "w") as f:
-            f.write(minion_config(self.name, self.root, master, watch))
+            f.write(minion_config(self.name, self.root, master, watch, sh_source))
         self.cfg = os.path.join(self.root, "etc")
         self.args = args
         self.proc = None
@@ -542,6 +586,8 @@ def measure_burst(agent, bus, execs, baseline, quiet, cap):
             seen.add(args[2])
         elif not args:
             no_argv += 1
+        if len(seen) + no_argv >= execs:
+            break
     cpu = s.stop()
     captured = min(execs, len(seen) + no_argv)
     return {
@@ -551,9 +597,13 @@ def measure_burst(agent, bus, execs, baseline, quiet, cap):
         "captured": captured / execs,
         "argv": len(seen) / execs,
         "wall": wall,
+        "baseline": baseline,
         "slowdown": (wall / baseline) if wall and baseline else None,
-        "cpu": cpu["cpu"],
+        "cpu": cpu["cpu_ns"],
+        "cpu_per_10k": cpu["cpu_ns"] / execs * 10000,
         "rss_peak": cpu["rss_peak"],
+        "rss_last": cpu["rss_last"],
+        "hwm": cpu["hwm"],
     }
 
 
@@ -630,90 +680,123 @@ def ratio(salt, ours):
     return f"{salt / ours:.0f}x" if salt / ours >= 10 else f"{salt / ours:.1f}x"
 
 
+def idle_ratio(res):
+    si, bi = res["salt"].get("idle", {}), res["beacond"].get("idle", {})
+    sc, bc = si.get("cpu_ns"), bi.get("cpu_ns")
+    if sc is None or not bc:
+        return None
+    return sc / bc
+
+
 def report(res, m, cfg, cmdline):
     s, b = res.get("salt", {}), res.get("beacond", {})
     mib = 1024 * 1024
     rows = []
+    dash = "—"
 
-    def row(metric, sv, bv, r, target=""):
-        rows.append(f"| {metric} | {sv} | {bv} | {r} | {target} |")
+    def row(metric, sv, bv, pv=dash, r="", target=""):
+        rows.append(f"| {metric} | {sv} | {bv} | {pv} | {r} | {target} |")
+
+    def mb(d, k):
+        return fmt(d[k] / mib) if d.get(k) is not None else "n/a"
 
     si, bi = s.get("idle", {}), b.get("idle", {})
     idle = cfg["idle"]
-    row(f"idle CPU seconds over {idle} s (whole process tree)", fmt(si.get("cpu"), "{:.2f}"),
-        fmt(bi.get("cpu"), "{:.3f}"), ratio(si.get("cpu"), bi.get("cpu")),
-        "beacond <= 1/50 of salt-minion")
-    row("idle RSS peak, MiB (sum over the tree)", fmt(si.get("rss_peak", 0) / mib),
-        fmt(bi.get("rss_peak", 0) / mib), ratio(si.get("rss_peak"), bi.get("rss_peak")),
-        "beacond < 10 MiB")
-    row("idle RSS median, MiB", fmt(si.get("rss_median", 0) / mib),
-        fmt(bi.get("rss_median", 0) / mib), ratio(si.get("rss_median"), bi.get("rss_median")))
-    row("idle PSS median, MiB (shared pages split)", fmt(si.get("pss_median", 0) / mib),
-        fmt(bi.get("pss_median", 0) / mib), ratio(si.get("pss_median"), bi.get("pss_median")))
-    row("processes in the tree (max)", si.get("procs", "n/a"), bi.get("procs", "n/a"), "")
-    row("events sent while idle", si.get("events", "n/a"), bi.get("events", "n/a"), "")
+    ir = idle_ratio(res)
+    row(f"idle CPU seconds over {idle} s (whole process tree, scheduler ns)",
+        fmt(si.get("cpu_ns"), "{:.3f}"), fmt(bi.get("cpu_ns"), "{:.4f}"), dash,
+        fmt(ir, "{:.0f}x"), "ratio >= 50x")
+    row("idle CPU, % of one core", fmt(si.get("cpu_ns") and si["cpu_ns"] / si["wall"] * 100, "{:.2f}"),
+        fmt(bi.get("cpu_ns") and bi["cpu_ns"] / bi["wall"] * 100, "{:.3f}"), dash, "")
+    row("idle RSS median, MiB (sum over the tree)", mb(si, "rss_median"), mb(bi, "rss_median"),
+        dash, ratio(si.get("rss_median"), bi.get("rss_median")), "beacond < 8 MiB")
+    row("idle RSS peak (VmHWM since start), MiB", mb(si, "hwm"), mb(bi, "hwm"), dash,
+        ratio(si.get("hwm"), bi.get("hwm")))
+    row("idle PSS median, MiB (shared pages split)", mb(si, "pss_median"), mb(bi, "pss_median"),
+        dash, ratio(si.get("pss_median"), bi.get("pss_median")))
+    row("processes in the tree (max)", si.get("procs", "n/a"), bi.get("procs", "n/a"))
+    row("events sent while idle", si.get("events", "n/a"), bi.get("events", "n/a"))
     sl, bl = s.get("latency", {}), b.get("latency", {})
     row("write -> master bus latency p50, ms", fmt(sl.get("p50")), fmt(bl.get("p50"), "{:.2f}"),
-        ratio(sl.get("p50"), bl.get("p50")))
+        dash, ratio(sl.get("p50"), bl.get("p50")))
     row("write -> master bus latency p99, ms", fmt(sl.get("p99")), fmt(bl.get("p99"), "{:.2f}"),
-        ratio(sl.get("p99"), bl.get("p99")), "beacond p99 < 20 ms")
-    row("latency max, ms", fmt(sl.get("max")), fmt(bl.get("max"), "{:.2f}"), "")
+        dash, ratio(sl.get("p99"), bl.get("p99")), "beacond p99 < 20 ms")
+    row("latency max, ms", fmt(sl.get("max")), fmt(bl.get("max"), "{:.2f}"))
     row("latency writes (events received / lost)",
         f"{sl.get('writes', 'n/a')} ({sl.get('got', '-')} / {sl.get('lost', '-')})",
-        f"{bl.get('writes', 'n/a')} ({bl.get('got', '-')} / {bl.get('lost', '-')})", "")
-    sb, bb = s.get("burst", {}), b.get("burst", {})
-    row(f"exec burst: execs (no agent: {fmt(res.get('baseline'), '{:.1f}')} s)",
-        sb.get("execs", "n/a"), bb.get("execs", "n/a"), "")
+        f"{bl.get('writes', 'n/a')} ({bl.get('got', '-')} / {bl.get('lost', '-')})")
+    sb, bb, pb = s.get("burst_", {}), b.get("burst_ebpf", {}), b.get("burst_proc_connector", {})
+    row("exec burst: execs", sb.get("execs", "n/a"), bb.get("execs", "n/a"), pb.get("execs", "n/a"))
+    row("exec burst: wall time with no agent, s", fmt(sb.get("baseline"), "{:.1f}"),
+        fmt(bb.get("baseline"), "{:.1f}"), fmt(pb.get("baseline"), "{:.1f}"))
     row("exec burst: share captured", fmt(sb.get("captured"), "{:.1%}"),
-        fmt(bb.get("captured"), "{:.1%}"), "")
+        fmt(bb.get("captured"), "{:.1%}"), fmt(pb.get("captured"), "{:.1%}"))
     row("exec burst: share with argv", fmt(sb.get("argv"), "{:.1%}"),
-        fmt(bb.get("argv"), "{:.1%}"), "")
+        fmt(bb.get("argv"), "{:.1%}"), fmt(pb.get("argv"), "{:.1%}"), "", "100 %")
     row("exec burst: wall time, s", fmt(sb.get("wall"), "{:.1f}"), fmt(bb.get("wall"), "{:.1f}"),
-        ratio(sb.get("wall"), bb.get("wall")))
-    row("exec burst: slow-down vs no agent", fmt(sb.get("slowdown"), "{:.2f}x"),
-        fmt(bb.get("slowdown"), "{:.2f}x"), "")
+        fmt(pb.get("wall"), "{:.1f}"))
+    pct = "{:+.0%}"
+    row("exec burst: slow-down vs no agent",
+        fmt(sb.get("slowdown") and sb["slowdown"] - 1, pct),
+        fmt(bb.get("slowdown") and bb["slowdown"] - 1, pct),
+        fmt(pb.get("slowdown") and pb["slowdown"] - 1, pct), "", "< 5 %")
     row("exec burst: agent CPU seconds", fmt(sb.get("cpu"), "{:.2f}"), fmt(bb.get("cpu"), "{:.2f}"),
-        ratio(sb.get("cpu"), bb.get("cpu")))
+        fmt(pb.get("cpu"), "{:.2f}"), ratio(sb.get("cpu_per_10k"), bb.get("cpu_per_10k")) + " per exec")
+    row("exec burst: agent CPU seconds per 10,000 execs", fmt(sb.get("cpu_per_10k"), "{:.2f}"),
+        fmt(bb.get("cpu_per_10k"), "{:.2f}"), fmt(pb.get("cpu_per_10k"), "{:.2f}"))
+    row("exec burst: RSS peak while it runs, MiB (sampled)", mb(sb, "rss_peak"), mb(bb, "rss_peak"),
+        mb(pb, "rss_peak"), "", "beacond < 12 MiB")
+    row("exec burst: RSS after it, MiB", mb(sb, "rss_last"), mb(bb, "rss_last"), mb(pb, "rss_last"))
+    row("exec burst: VmHWM since the agent started, MiB", mb(sb, "hwm"), mb(bb, "hwm"), mb(pb, "hwm"))
     sf, bf = s.get("flood", {}), b.get("flood", {})
     row("flood: files created (creation rate/s)",
         f"{sf.get('files', 'n/a')} ({fmt(sf.get('create_rate'), '{:.0f}')})",
-        f"{bf.get('files', 'n/a')} ({fmt(bf.get('create_rate'), '{:.0f}')})", "")
+        f"{bf.get('files', 'n/a')} ({fmt(bf.get('create_rate'), '{:.0f}')})")
     row("flood: events delivered to the bus", sf.get("delivered", "n/a"),
-        bf.get("delivered", "n/a"), "")
+        bf.get("delivered", "n/a"))
     row("flood: events/s on the master bus", fmt(sf.get("rate"), "{:.0f}"),
-        fmt(bf.get("rate"), "{:.0f}"), ratio(bf.get("rate"), sf.get("rate")) + " (beacond/salt)")
+        fmt(bf.get("rate"), "{:.0f}"), dash, ratio(bf.get("rate"), sf.get("rate")) + " (beacond/salt)")
     row("flood: agent CPU (cores)", fmt(sf.get("agent_cpu"), "{:.2f}"),
-        fmt(bf.get("agent_cpu"), "{:.2f}"), "")
+        fmt(bf.get("agent_cpu"), "{:.2f}"))
     row("flood: salt-master CPU (cores, whole tree)", fmt(sf.get("master_cpu"), "{:.2f}"),
-        fmt(bf.get("master_cpu"), "{:.2f}"), "")
+        fmt(bf.get("master_cpu"), "{:.2f}"))
 
     lines = [
         "# beacond vs salt-minion (Python beacons)",
         "",
+        f"**Idle CPU ratio (salt-minion / beacond): {fmt(ir, '{:.0f}x')}** (target >= 50x)",
+        "",
         f"Command: `{cmdline}`  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, kernel {m['kernel']}, "
-        f"load average at start {' '.join(m['loadavg'])}  ",
+        f"load average at start {' '.join(m['loadavg'])}, at the end "
+        f"{' '.join(m.get('loadavg_end', ['?']))}  ",
         f"Salt {m['salt']} (Python {m['python']}), one salt-master on 127.0.0.1 (auto_accept)  ",
         "Beacons (same `beacons:` for both): load, memusage, diskusage, btmp, wtmp, "
-        "inotify (one directory, create+modify), sh. (service: not included, no systemd here.)",
+        "inotify (one directory, create+modify); and `sh` except in the idle runs. "
+        "(service: not included, no systemd here.)",
         "",
-        "| metric | salt-minion | beacond | ratio (salt/beacond) | target |",
-        "|---|---|---|---|---|",
+        "| metric | salt-minion | beacond (sh: eBPF) | beacond (sh: proc connector) | ratio (salt/beacond) | target |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
         "Notes:",
+        "- Idle: each agent started with the beacons above minus `sh`, one after the other, "
+        f"{idle} s after its first event and 5 s of quiet. CPU = scheduler run time (ns) of "
+        "every thread of the process tree; the 10 ms-tick figure is in results.json (`cpu`). "
+        "`sh` is left out because beacond's, on the host, audits every exec of the host's "
+        "other work, while salt-minion's sits in an empty PID namespace.",
         f"- Latency: sequential writes; beacond {bl.get('writes', 'n/a')} writes, salt-minion "
         f"{sl.get('writes', 'n/a')} (each costs up to Salt's 1 s loop). Time = receipt on the "
         "master's event bus (subscriber process) minus the write's wall-clock time.",
         "- salt-minion runs in its own PID namespace (so its strace-based sh beacon traces only "
-        "the benchmark's shell); beacond runs on the host, so its sh beacon also audits every "
-        "other exec on the host while idle (its `events sent while idle` count).",
-        "- Exec burst: one `bash` reading `for ...; do /bin/true bcmark $i; done` from stdin. "
-        "For Salt the burst starts once strace is attached to that shell, and is a quarter as "
-        "long (its slow-down is against the no-agent time scaled to that count), to keep the run "
-        "within 15 minutes. `captured` = execs "
-        "reported (with argv, or without argv for beacond's `argv_missing` events).",
+        "the benchmark's shell); beacond runs on the host.",
+        "- Exec burst: one `bash` reading `for ...; do /bin/true bcmark $i; done` from stdin; the "
+        "no-agent time is measured just before each agent starts. For Salt the burst starts once "
+        "strace is attached to that shell, and is a quarter as long, to keep the run within "
+        "15 minutes. `captured` = execs reported (with argv, or without argv for beacond's "
+        "`argv_missing` events). RSS of the eBPF source includes its ring buffer, which the "
+        "kernel maps twice (2 x `ring_bytes`).",
         "- beacond runs with `beacond_rate_per_beacon: 0` and `beacond_rate_global: 0` (flood "
         "control off; by default a flood is summarised as `suppressed` events).",
         "- Flood: files created as fast as one Python loop can; events/s = distinct flood events "
@@ -724,41 +807,51 @@ def report(res, m, cfg, cmdline):
     return "\n".join(lines) + "\n"
 
 
-def run_agent(kind, args, cfg, workdir, master, bus, baseline, res):
+def run_phase(kind, sh_source, steps, args, cfg, workdir, master, bus, r):
+    """Start one agent with one config, run `steps` on it, stop it. Results go into `r`."""
     watch = os.path.join(workdir, "watch")
     shutil.rmtree(watch, ignore_errors=True)
     os.makedirs(watch)
     write_line(os.path.join(watch, "lat"), "")
-    agent = Agent(kind, args, workdir, master, watch)
-    r = res.setdefault(kind, {})
-    log(f"{kind}: starting")
+    label = f"{kind}" + (f" (sh source {sh_source})" if sh_source else "")
+    execs = cfg["execs_salt"] if kind == "salt" else cfg["execs"]
+    if "burst" in steps:
+        # The agent-off time of the same burst, just before this agent runs (the host's load
+        # drifts over a run: one baseline for the whole run would blur the slow-down).
+        log(f"{label}: baseline exec burst of {execs} (no agent)")
+        r[f"baseline_{sh_source}"], _ = run_burst(execs)
+    agent = Agent(kind, args, workdir, master, watch, sh_source)
+    log(f"{label}: starting")
     agent.start()
     try:
         took = wait_ready(agent, bus, 240 if kind == "salt" else 60)
-        log(f"{kind}: first event on the bus after {took:.1f} s; settling 5 s")
+        log(f"{label}: first event on the bus after {took:.1f} s; settling 5 s")
         settle(bus, 5.0, 30)
-        log(f"{kind}: idle {cfg['idle']} s")
-        r["idle"] = measure_idle(agent, bus, cfg["idle"])
-        n = cfg["lat_salt"] if kind == "salt" else cfg["lat_beacond"]
-        gap = (0.0, 0.5) if kind == "salt" else (0.001, 0.01)
-        log(f"{kind}: latency, {n} writes")
-        r["latency"] = measure_latency(agent, bus, n, gap, 5.0 if kind == "salt" else 2.0)
-        # Salt's strace-based sh beacon slows each exec ~9x: a quarter of the burst keeps the
-        # whole run within its 15 minutes; the no-agent baseline is scaled to the same count.
-        execs = cfg["execs_salt"] if kind == "salt" else cfg["execs"]
-        scaled = baseline * execs / cfg["execs"] if baseline else None
-        log(f"{kind}: exec burst of {execs}")
-        r["burst"] = measure_burst(agent, bus, execs, scaled,
-                                   10.0 if kind == "salt" else 5.0, cfg["cap"])
-        log(f"{kind}: flood of {cfg['files']} files")
-        r["flood"] = measure_flood(agent, bus, master, cfg["files"],
-                                   10.0 if kind == "salt" else 5.0, cfg["cap"])
+        if "idle" in steps:
+            log(f"{label}: idle {cfg['idle']} s")
+            r["idle"] = measure_idle(agent, bus, cfg["idle"])
+        if "latency" in steps:
+            n = cfg["lat_salt"] if kind == "salt" else cfg["lat_beacond"]
+            gap = (0.0, 0.5) if kind == "salt" else (0.001, 0.01)
+            log(f"{label}: latency, {n} writes")
+            r["latency"] = measure_latency(agent, bus, n, gap, 5.0 if kind == "salt" else 2.0)
+        if "burst" in steps:
+            # Salt's strace-based sh beacon slows each exec ~9x: a quarter of the burst keeps
+            # the whole run within its 15 minutes.
+            log(f"{label}: exec burst of {execs}")
+            r[f"burst_{sh_source}"] = measure_burst(
+                agent, bus, execs, r[f"baseline_{sh_source}"],
+                10.0 if kind == "salt" else 5.0, cfg["cap"])
+        if "flood" in steps:
+            log(f"{label}: flood of {cfg['files']} files")
+            r["flood"] = measure_flood(agent, bus, master, cfg["files"],
+                                       10.0 if kind == "salt" else 5.0, cfg["cap"])
         if not agent.alive():
-            raise RunFailed(f"{kind} died during the run\n{agent.log_tail()}")
+            raise RunFailed(f"{label} died during the run\n{agent.log_tail()}")
     finally:
         agent.stop()
         shutil.rmtree(watch, ignore_errors=True)
-    log(f"{kind}: done {json.dumps(r)}")
+    log(f"{label}: done")
 
 
 def main():
@@ -767,10 +860,12 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--only", choices=["salt", "beacond"])
+    p.add_argument("--idle-only", action="store_true",
+                   help="only the idle comparison (a few minutes)")
     p.add_argument("--cmdline", default="benches/compare.sh")
     args = p.parse_args()
     cfg = (
-        {"idle": 10, "lat_beacond": 100, "lat_salt": 10, "execs": 1000, "execs_salt": 250,
+        {"idle": 20, "lat_beacond": 100, "lat_salt": 10, "execs": 1000, "execs_salt": 250,
          "files": 2000, "cap": 60}
         if args.smoke
         else {"idle": 60, "lat_beacond": 1000, "lat_salt": 60, "execs": 10000, "execs_salt": 2500,
@@ -782,24 +877,37 @@ def main():
     os.makedirs(workdir)
     m = machine()
     master = Master(os.path.join(workdir, "master"))
-    res = {}
+    res = {"salt": {}, "beacond": {}}
     failed = None
     bus = None
+    # Idle runs first and next to each other (same load on the host for the key ratio), with
+    # the same beacons minus `sh`; then the full config (with `sh`) for latency, exec burst and
+    # flood, beacond once per exec source.
+    phases = [
+        ("beacond", None, ["idle"]),
+        ("salt", None, ["idle"]),
+    ]
+    if not args.idle_only:
+        phases += [
+            ("beacond", "ebpf", ["latency", "burst", "flood"]),
+            ("beacond", "proc_connector", ["burst"]),
+            ("salt", "", ["latency", "burst", "flood"]),
+        ]
+    if args.only:
+        phases = [ph for ph in phases if ph[0] == args.only]
     try:
-        log("baseline exec burst (no agent)")
-        res["baseline"], _ = run_burst(cfg["execs"])
-        log(f"baseline: {res['baseline']:.1f} s; starting salt-master")
+        log("starting salt-master")
         master.start()
         bus = Bus(master.root, args.out)
-        kinds = [args.only] if args.only else ["beacond", "salt"]
-        for kind in kinds:
-            run_agent(kind, args, cfg, workdir, master, bus, res["baseline"], res)
+        for kind, sh_source, steps in phases:
+            run_phase(kind, sh_source, steps, args, cfg, workdir, master, bus, res[kind])
     except RunFailed as exc:
         failed = str(exc)
     finally:
         if bus:
             bus.close()
         master.stop()
+    m["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"machine": m, "config": cfg, "results": res}, f, indent=1)
     md = report(res, m, cfg, args.cmdline)

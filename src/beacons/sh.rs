@@ -261,7 +261,7 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     if !(scan > 0.0 && scan.is_finite()) {
         return Err(cfg.error_here("scan_interval must be a positive number of seconds"));
     }
-    let ring = cfg.f64_opt("ring_bytes", 8.0 * 1024.0 * 1024.0)?;
+    let ring = cfg.f64_opt("ring_bytes", f64::from(ebpf::DEFAULT_RING_BYTES))?;
     let argv_bytes = cfg.f64_opt("argv_max_bytes", 8192.0)?;
     let argv_args = cfg.f64_opt("argv_max_args", 256.0)?;
     if !(ring >= 4096.0 && ring <= (1u64 << 30) as f64) {

@@ -52,6 +52,11 @@ pub fn meminfo(text: &str) -> impl Iterator<Item = MeminfoField<'_>> {
 pub struct MeminfoFile {
     path: std::path::PathBuf,
     text: String,
+    buf: Vec<u8>,
+    /// Kept open when it is on procfs, where a read at offset 0 makes the kernel write the file
+    /// anew (2 syscalls a tick instead of 6); a stand-in file is opened on every read, as a test
+    /// may replace it.
+    file: Option<std::fs::File>,
 }
 
 impl MeminfoFile {
@@ -59,6 +64,8 @@ impl MeminfoFile {
         MeminfoFile {
             path,
             text: String::new(),
+            buf: Vec::new(),
+            file: None,
         }
     }
 
@@ -68,9 +75,28 @@ impl MeminfoFile {
 
     /// Read the file again.
     pub fn refresh(&mut self) -> std::io::Result<()> {
-        let mut f = std::fs::File::open(&self.path)?;
+        use std::os::unix::fs::FileExt;
+        let (file, kept) = match self.file.take() {
+            Some(f) => (f, true),
+            None => (std::fs::File::open(&self.path)?, false),
+        };
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = file.read_at(&mut chunk, self.buf.len() as u64)?;
+            if n == 0 {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
         self.text.clear();
-        std::io::Read::read_to_string(&mut f, &mut self.text)?;
+        self.text.push_str(&String::from_utf8_lossy(&self.buf));
+        let on_procfs = kept
+            || nix::sys::statfs::fstatfs(&file)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        if on_procfs {
+            self.file = Some(file);
+        }
         Ok(())
     }
 

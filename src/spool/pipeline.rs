@@ -66,6 +66,8 @@ const DRAIN_MAX: usize = 1024;
 /// Spool data is fsynced at most this often (a crashed process loses nothing without it; a
 /// power cut loses at most this much).
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The longest sleep when no timer is due (a bound, not a tick).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// Least wait after a failed delivery.
 const RETRY_FLOOR: Duration = Duration::from_millis(100);
 /// Refusals of the same batch before it is halved (or, alone, quarantined).
@@ -240,7 +242,15 @@ pub async fn run_linked<D: Deliver>(
             }
         }
 
-        let mut wake = window_end.min(sync_at);
+        // Idle costs no wake-up: the flood-control window matters only while it holds events
+        // back (it is rolled when events next arrive), the fsync only after appends.
+        let mut wake = now + IDLE_WAKE;
+        if limiter.held() > 0 {
+            wake = wake.min(window_end);
+        }
+        if spool.needs_sync() {
+            wake = wake.min(sync_at);
+        }
         if let Some(s) = status_at {
             wake = wake.min(s);
         }
@@ -263,6 +273,12 @@ pub async fn run_linked<D: Deliver>(
                     }
                 } else {
                     let now_std = std::time::Instant::now();
+                    if limiter.held() == 0 && Instant::now() >= window_end {
+                        // The window ended while nothing was held (no wake-up for that): a new
+                        // one starts with these events.
+                        limiter.close_window(now_std);
+                        window_end = Instant::now() + opts.rate_window;
+                    }
                     for ev in buf.drain(..) {
                         if limiter.admit(&ev, now_std) {
                             append(&mut spool, &mut fresh, fresh_max, opts.replay_batch, ev, &stats);

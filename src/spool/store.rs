@@ -949,6 +949,11 @@ impl Spool {
     }
 
     /// Flush written records to stable storage (power loss; a process crash needs no sync).
+    /// Appends not yet fsynced (an idle spool needs no periodic wake-up).
+    pub fn needs_sync(&self) -> bool {
+        self.dirty
+    }
+
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         if self.dirty {
             if let Some(w) = &self.writer {
