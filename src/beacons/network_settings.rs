@@ -130,11 +130,14 @@ pub struct Config {
     /// attributes watched: attribute → nothing (any change) or `{onvalue: <value>}` (only a
     /// change to that value).
     #[serde(default)]
-    interfaces: Option<NameMap<Option<NameMap<Located<Option<OnValue>>>>>>,
+    interfaces: Option<NameMap<Option<Attributes>>>,
     /// One `result` event with every interface's changes instead of one event per interface.
     #[serde(default)]
     coalesce: bool,
 }
+
+/// One interface's watched attributes: attribute → nothing or `{onvalue: <value>}`.
+type Attributes = NameMap<Located<Option<OnValue>>>;
 
 /// An attribute's options.
 #[derive(Debug, Deserialize, JsonSchema)]
