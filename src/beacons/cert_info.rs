@@ -1,7 +1,6 @@
 //! `cert_info`: X.509 certificates expiring within `notify_days` (Salt's `cert_info` beacon).
 //!
-//! Options (Salt's): `files` (required: a list of paths, or of `<path>: {notify_days: N}`),
-//! `notify_days` (default 45; negative = always report). One event per evaluation listing the
+//! Options: [`Config`] (`beacond --describe cert_info`). One event per evaluation listing the
 //! certificates within their threshold: `{"certificates": [...]}` with Salt's keys per
 //! certificate: `cert_path`, `issuer`, `issuer_dict`, `subject`, `subject_dict`, `notAfter`,
 //! `notAfter_raw`, `notBefore`, `notBefore_raw`, `serial_number` (a number, or a decimal string
@@ -14,9 +13,11 @@
 //! Unreadable files are logged and skipped, as Salt does.
 
 use super::{Beacon, BeaconError, BuildContext, Data};
-use crate::config::{BeaconConfig, ConfigError};
+use crate::config::{de, BeaconConfig, ConfigError};
 use base64::Engine as _;
 use der::{Decode, Tagged};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,69 +35,126 @@ pub struct CertInfo {
     notify_days: i64,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["files", "notify_days"];
+/// X.509 certificates expiring within `notify_days`: one event per evaluation listing those
+/// within their threshold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The certificate files (PEM or DER): paths, or `<path>: {notify_days: N}` for a file's
+    /// own threshold.
+    files: Vec<FileItem>,
+    /// Report a certificate when it expires within this many days (negative: always).
+    #[serde(default = "default_notify_days")]
+    notify_days: Days,
+}
+
+fn default_notify_days() -> Days {
+    Days(DEFAULT_NOTIFY_DAYS)
+}
+
+/// A whole number of days (`30`, or `30.0`).
+#[derive(Debug, Clone, Copy)]
+struct Days(i64);
+
+impl<'de> Deserialize<'de> for Days {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Days;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number of days")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Days, E> {
+                Ok(Days(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Days, E> {
+                i64::try_from(v)
+                    .map(Days)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Days, E> {
+                if v.fract() == 0.0 && v.abs() < 1e15 {
+                    Ok(Days(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Days {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Days".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "integer", "x-type": "whole number of days" })
+    }
+}
+
+/// A file's own options.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    /// This file's threshold instead of the beacon's `notify_days`.
+    #[serde(default)]
+    notify_days: Option<Days>,
+}
+
+/// One `files` item: a path, or `<path>: {notify_days: N}`.
+#[derive(Debug)]
+struct FileItem(PathBuf, Option<i64>);
+
+impl<'de> Deserialize<'de> for FileItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FileItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path or `<path>: {notify_days: N}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FileItem, E> {
+                Ok(FileItem(PathBuf::from(s), None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FileItem, A::Error> {
+                let Some((path, opts)) = map.next_entry::<String, FileOptions>()? else {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(2, &self));
+                }
+                Ok(FileItem(PathBuf::from(path), opts.notify_days.map(|d| d.0)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for FileItem {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CertFile".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-type": "path, or <path>: {notify_days: N}" })
+    }
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let files_node = cfg.require("files", "a list of certificate paths")?;
-    let Some(list) = files_node.as_seq() else {
-        return Err(cfg.error(
-            files_node,
-            format!("files must be a list of paths, found {}", files_node.kind()),
-        ));
-    };
-    let int = |n: &crate::config::yaml::Node, what: &str| -> Result<i64, ConfigError> {
-        n.as_f64()
-            .filter(|f| f.fract() == 0.0)
-            .map(|f| f as i64)
-            .ok_or_else(|| {
-                cfg.error(
-                    n,
-                    format!("{what} must be a whole number of days, found {}", n.kind()),
-                )
-            })
-    };
-    let notify_days = match cfg.opt("notify_days") {
-        Some(n) => int(n, "notify_days")?,
-        None => DEFAULT_NOTIFY_DAYS,
-    };
-    let mut files = Vec::new();
-    for item in list {
-        if let Some(p) = item.as_str() {
-            files.push((PathBuf::from(p), None));
-        } else if let Some([(p, opts)]) = item.as_map() {
-            let days = match opts
-                .as_map()
-                .and_then(|m| m.iter().find(|(k, _)| k == "notify_days"))
-            {
-                Some((_, n)) => Some(int(n, &format!("files.{p}.notify_days"))?),
-                None if opts.as_map().is_some()
-                    || matches!(opts.value, crate::config::yaml::Yaml::Null) =>
-                {
-                    None
-                }
-                None => {
-                    return Err(cfg.error(
-                        opts,
-                        format!(
-                            "files.{p} must be a map such as {{notify_days: 15}}, found {}",
-                            opts.kind()
-                        ),
-                    ))
-                }
-            };
-            files.push((PathBuf::from(p), days));
-        } else {
-            return Err(cfg.error(
-                item,
-                format!(
-                    "each files item must be a path or `<path>: {{notify_days: N}}`, found {}",
-                    item.kind()
-                ),
-            ));
-        }
-    }
-    Ok(Box::new(CertInfo { files, notify_days }))
+    let c: Config = de::from_config(cfg)?;
+    Ok(Box::new(CertInfo {
+        files: c.files.into_iter().map(|FileItem(p, d)| (p, d)).collect(),
+        notify_days: c.notify_days.0,
+    }))
 }
 
 impl Beacon for CertInfo {

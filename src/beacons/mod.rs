@@ -189,8 +189,8 @@ const fn typed<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
 
 /// Every beacon kind beacond knows, by the name Salt gives it.
 pub const KINDS: &[BeaconKind] = &[
-    kind("btmp", btmp::build, btmp::OPTIONS),
-    kind("cert_info", cert_info::build, cert_info::OPTIONS),
+    typed::<btmp::Config>("btmp", btmp::build),
+    typed::<cert_info::Config>("cert_info", cert_info::build),
     BeaconKind {
         name: "diskusage",
         build: diskusage::build,
@@ -206,25 +206,17 @@ pub const KINDS: &[BeaconKind] = &[
     typed::<log::Config>("log", log::build),
     typed::<memusage::Config>("memusage", memusage::build),
     typed::<network_info::Config>("network_info", network_info::build),
-    kind(
-        "network_settings",
-        network_settings::build,
-        network_settings::OPTIONS,
-    ),
+    typed::<network_settings::Config>("network_settings", network_settings::build),
     typed::<pkg::Config>("pkg", pkg::build),
     typed::<ps::Config>("ps", ps::build),
     kind("selinux", selinux::build, selinux::OPTIONS),
     kind("service", service::build, service::OPTIONS),
     kind("sh", sh::build, sh::OPTIONS),
-    kind(
-        "state_results",
-        state_results::build,
-        state_results::OPTIONS,
-    ),
+    typed::<state_results::Config>("state_results", state_results::build),
     typed::<status::Config>("status", status::build),
     typed::<swapusage::Config>("swapusage", swapusage::build),
     kind("users", users::build, users::OPTIONS),
-    kind("wtmp", wtmp::build, wtmp::OPTIONS),
+    typed::<wtmp::Config>("wtmp", wtmp::build),
 ];
 
 /// Build (and so validate) a configured beacon: unknown options first, then the builder.

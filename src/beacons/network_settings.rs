@@ -1,9 +1,7 @@
 //! `network_settings`: interface attribute changes (Salt's `network_settings` beacon), event
 //! driven from rtnetlink notifications instead of Salt's pyroute2 poll.
 //!
-//! Options: `interfaces` (a map of interface name, or Python regex searched in interface names
-//! as Salt does, → a map of attribute → null or `{onvalue: <value>}`), `coalesce` (default False:
-//! one event per interface; True: one `result` event with every interface's changes). The
+//! Options: [`Config`] (`beacond --describe network_settings`). The
 //! attributes are Salt's (pyroute2 IPDB names): `family`, `txqlen`, `ipdb_scope`, `index`,
 //! `operstate`, `group`, `carrier_changes`, `ipaddr`, `neighbours`, `ifname`, `promiscuity`,
 //! `linkmode`, `broadcast`, `address`, `num_tx_queues`, `ipdb_priority`, `kind`, `qdisc`, `mtu`,
@@ -25,10 +23,13 @@
 //! as in Salt). An interface that appears after startup reports its watched attributes.
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
-use crate::config::yaml::Node;
+use crate::config::de::{self, Located};
+use crate::config::types::NameMap;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::netlink::{self, Socket};
 use fancy_regex::Regex;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -120,31 +121,45 @@ pub struct NetworkSettings {
     seq: u32,
 }
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["interfaces", "coalesce"];
+/// Interface attribute changes (from rtnetlink notifications): an event per interface whose
+/// watched attributes changed.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interface name (or a Python regex searched in interface names, as Salt does) → the
+    /// attributes watched: attribute → nothing (any change) or `{onvalue: <value>}` (only a
+    /// change to that value).
+    #[serde(default)]
+    interfaces: Option<NameMap<Option<Attributes>>>,
+    /// One `result` event with every interface's changes instead of one event per interface.
+    #[serde(default)]
+    coalesce: bool,
+}
+
+/// One interface's watched attributes: attribute → nothing or `{onvalue: <value>}`.
+type Attributes = NameMap<Located<Option<OnValue>>>;
+
+/// An attribute's options.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct OnValue {
+    /// Fire only when the attribute changed to this value (a falsy one always fires, as Salt).
+    #[serde(default)]
+    onvalue: Option<Value>,
+}
 
 pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
+    let c: Config = de::from_config(cfg)?;
     let mut watches = Vec::new();
-    if let Some(node) = cfg.opt("interfaces") {
-        let Some(entries) = node.as_map() else {
-            return Err(cfg.error(
-                node,
-                format!(
-                    "interfaces must be a map of interface name to attributes, found {}",
-                    node.kind()
-                ),
-            ));
-        };
-        for (key, conf) in entries {
-            watches.push(watch(cfg, key, conf)?);
-        }
+    for (key, attrs) in c.interfaces.into_iter().flat_map(|m| m.0) {
+        watches.push(watch(cfg, key, attrs.map(|a| a.0).unwrap_or_default())?);
     }
     let neighbours = watches
         .iter()
         .any(|w| w.attrs.iter().any(|(a, _)| a == "neighbours"));
     Ok(Box::new(NetworkSettings {
         watches,
-        coalesce: cfg.bool_opt("coalesce", false)?,
+        coalesce: c.coalesce,
         neighbours,
         batch: cfg.interval.map(Duration::from_secs_f64),
         sock: None,
@@ -160,63 +175,35 @@ pub fn build(cfg: &BeaconConfig, _ctx: &BuildContext) -> Result<Box<dyn Beacon>,
     }))
 }
 
-fn watch(cfg: &BeaconConfig, key: &str, conf: &Node) -> Result<Watch, ConfigError> {
+fn watch(
+    cfg: &BeaconConfig,
+    key: String,
+    items: Vec<(String, Located<Option<OnValue>>)>,
+) -> Result<Watch, ConfigError> {
     let mut attrs = Vec::new();
-    if !conf.is_null() {
-        let Some(items) = conf.as_map() else {
-            return Err(cfg.error(
-                conf,
-                format!(
-                    "interfaces.{key} must be a map of attributes (e.g. mtu:, operstate: {{onvalue: DOWN}}), found {}",
-                    conf.kind()
+    for (attr, spec) in items {
+        if !ATTRS.contains(&attr.as_str()) {
+            return Err(ConfigError {
+                pos: Some(spec.pos.clone()),
+                beacon: Some(cfg.name.clone()),
+                message: format!(
+                    "interfaces.{key}.{attr} is not an interface attribute; use one of {}",
+                    ATTRS.join(", ")
                 ),
-            ));
-        };
-        for (attr, spec) in items {
-            if !ATTRS.contains(&attr.as_str()) {
-                return Err(cfg.error(
-                    spec,
-                    format!(
-                        "interfaces.{key}.{attr} is not an interface attribute; use one of {}",
-                        ATTRS.join(", ")
-                    ),
-                ));
-            }
-            let onvalue = if spec.is_null() {
-                None
-            } else {
-                match spec.as_map() {
-                    Some(m) if m.iter().all(|(k, _)| k == "onvalue") => {
-                        spec.get("onvalue").map(Node::to_json)
-                    }
-                    _ => {
-                        return Err(cfg.error(
-                            spec,
-                            format!(
-                                "interfaces.{key}.{attr} must be empty or {{onvalue: <value>}}, found {}",
-                                spec.kind()
-                            ),
-                        ))
-                    }
-                }
-            };
-            attrs.push((attr.clone(), onvalue));
+            });
         }
+        attrs.push((attr, spec.value.and_then(|o| o.onvalue)));
     }
     // Salt: a key that is not an interface name is used as a regex (re.search). A key that is
     // no valid regex can still name an interface exactly.
-    let regex = match Regex::new(key) {
+    let regex = match Regex::new(&key) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(beacon = %cfg.name, "interfaces.{key}: not a valid regex ({e}); matched as an exact interface name only");
             None
         }
     };
-    Ok(Watch {
-        key: key.to_owned(),
-        regex,
-        attrs,
-    })
+    Ok(Watch { key, regex, attrs })
 }
 
 /// Python's truthiness of a config value.

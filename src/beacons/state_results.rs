@@ -21,20 +21,100 @@
 //! Event-driven: inotify on `minion_jobs/` (a new job directory) and on each new job
 //! directory (`return.p` closed after writing); nothing is polled.
 //!
-//! Options: `only_failed` (default false: only `result: False` states send a per-state event;
-//! the summary is always sent), `fun` (a list of globs on the job's function, default the
-//! state-running functions), `exclude` (a list of globs on state ids), `minion_jobs` (default
-//! `<cachedir>/minion_jobs`).
+//! Options: [`Config`] (`beacond --describe state_results`).
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
-use crate::config::{BeaconConfig, ConfigError, MinionOpts};
+use crate::config::{de, BeaconConfig, ConfigError, MinionOpts};
 use crate::sources::fswatch::{self, Inotify, WatchEvent};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-/// The options this beacon takes (checked by `beacons::build`).
-pub const OPTIONS: &[&str] = &["only_failed", "fun", "exclude", "minion_jobs"];
+/// Every finished `state.*` job (from salt-minion's job cache, `cache_jobs: True`): one event
+/// per state result and one summary per job.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Send per-state events only for `result: False` states (the summary is always sent).
+    #[serde(default)]
+    only_failed: bool,
+    /// Globs on the job's function (default: the state-running functions, `state.apply`,
+    /// `state.sls`, `state.highstate`, ...).
+    #[serde(default)]
+    fun: Option<Globs>,
+    /// Globs on state ids whose results are not sent.
+    #[serde(default)]
+    exclude: Option<Globs>,
+    /// salt-minion's job cache (default `<cachedir>/minion_jobs`).
+    #[serde(default)]
+    minion_jobs: Option<PathBuf>,
+}
+
+/// A glob, or a list of globs (none empty).
+#[derive(Debug, Clone, Default)]
+struct Globs(Vec<String>);
+
+/// One non-empty glob.
+struct Glob(String);
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Glob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a glob")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Glob, E> {
+                if s.is_empty() {
+                    return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self));
+                }
+                Ok(Glob(s.to_owned()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Globs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Globs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of globs")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Globs, E> {
+                Ok(Globs(vec![s.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Globs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Glob(g)) = seq.next_element()? {
+                    out.push(g);
+                }
+                Ok(Globs(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Globs {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Globs".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["array", "string"], "x-type": "list of globs" })
+    }
+}
 
 /// The `state` functions whose return is a dict of state results.
 const DEFAULT_FUN: &[&str] = &[
@@ -105,34 +185,15 @@ pub struct StateResults {
 }
 
 pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, ConfigError> {
-    let globs = |key: &str| -> Result<Option<Vec<String>>, ConfigError> {
-        let Some(node) = cfg.opt(key) else {
-            return Ok(None);
-        };
-        if let Some(s) = node.as_str() {
-            return Ok(Some(vec![s.to_owned()]));
-        }
-        let Some(list) = node.as_seq() else {
-            return Err(cfg.error(
-                node,
-                format!("{key} must be a list of globs, found {}", node.kind()),
-            ));
-        };
-        list.iter()
-            .map(|n| match n.as_str() {
-                Some(s) if !s.is_empty() => Ok(s.to_owned()),
-                _ => Err(cfg.error(
-                    n,
-                    format!("each {key} item must be a glob, found {}", n.kind()),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    };
-    let fun = globs("fun")?.unwrap_or_else(|| DEFAULT_FUN.iter().map(|s| s.to_string()).collect());
-    let exclude = globs("exclude")?.unwrap_or_default();
-    let default_dir = ctx.minion.cachedir.join("minion_jobs");
-    let jobs_dir = PathBuf::from(cfg.str_opt("minion_jobs", &default_dir.to_string_lossy())?);
+    let c: Config = de::from_config(cfg)?;
+    let fun = c
+        .fun
+        .map(|g| g.0)
+        .unwrap_or_else(|| DEFAULT_FUN.iter().map(|s| s.to_string()).collect());
+    let exclude = c.exclude.map(|g| g.0).unwrap_or_default();
+    let jobs_dir = c
+        .minion_jobs
+        .unwrap_or_else(|| ctx.minion.cachedir.join("minion_jobs"));
     if let Some(w) = minion_warning(&ctx.minion) {
         tracing::warn!("{w}");
     }
@@ -144,7 +205,7 @@ pub fn build(cfg: &BeaconConfig, ctx: &BuildContext) -> Result<Box<dyn Beacon>, 
             &format!("{}\0{}", cfg.name, jobs_dir.display()),
         ),
         jobs_dir,
-        only_failed: cfg.bool_opt("only_failed", false)?,
+        only_failed: c.only_failed,
         fun,
         exclude,
         inotify: None,

@@ -10,12 +10,15 @@
 //! and `ip` (from `ut_addr_v6`).
 
 use super::{Beacon, BeaconError, BuildContext, Data, Drive};
-use crate::config::yaml::Node;
+use crate::config::de::Located;
+use crate::config::types::NameMap;
 use crate::config::{BeaconConfig, ConfigError};
 use crate::sources::fswatch::Inotify;
 pub use crate::sources::utmp::{
     read_all, rfc3339_utc, Record, DEAD_PROCESS, RECORD_SIZE, USER_PROCESS,
 };
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -128,101 +131,111 @@ pub struct Filter {
     group_file: PathBuf,
 }
 
-fn time_range_of(cfg: &BeaconConfig, what: &str, node: &Node) -> Result<Rule, ConfigError> {
-    let tr = match &node.value {
-        crate::config::yaml::Yaml::Null => return Ok(None),
-        _ => match node.as_map() {
-            Some(_) => node.get("time_range"),
-            None => {
-                return Err(cfg.error(
-                    node,
-                    format!(
-                        "{what} must be a map (e.g. time_range), found {}",
-                        node.kind()
-                    ),
-                ))
+impl<'de> serde::Deserialize<'de> for Bound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bound;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a time such as '8am', '16:30' or '2024-05-01 08:00'")
             }
-        },
-    };
-    let Some(tr) = tr else { return Ok(None) };
-    if tr.is_null() || tr.as_map().is_some_and(|m| m.is_empty()) {
-        return Ok(None);
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Bound, E> {
+                parse_bound(s).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bound, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bound, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
     }
-    if tr.as_map().is_none() {
-        return Err(cfg.error(
-            tr,
-            format!(
-                "{what}.time_range must be a map with start and end, found {}",
-                tr.kind()
-            ),
-        ));
-    }
-    let bound = |key: &str| -> Result<Bound, ConfigError> {
-        let Some(n) = tr.get(key) else {
-            return Err(cfg.error(
-                tr,
-                format!("{what}.time_range must contain start & end options (missing {key})"),
-            ));
-        };
-        let s = match &n.value {
-            crate::config::yaml::Yaml::Str(s) => s.clone(),
-            crate::config::yaml::Yaml::Int(i) => i.to_string(),
-            _ => String::new(),
-        };
-        parse_bound(&s).ok_or_else(|| {
-            cfg.error(
-                n,
-                format!(
-                    "{what}.time_range.{key} must be a time such as '8am', '16:30' or \
-                     '2024-05-01 08:00', found {}",
-                    n.kind()
-                ),
-            )
-        })
-    };
-    Ok(Some(TimeRange {
-        start: bound("start")?,
-        end: bound("end")?,
-    }))
 }
 
-fn rules(cfg: &BeaconConfig, key: &str) -> Result<BTreeMap<String, Rule>, ConfigError> {
-    let mut out = BTreeMap::new();
-    let Some(node) = cfg.opt(key) else {
-        return Ok(out);
-    };
-    if node.is_null() {
-        return Ok(out);
+impl JsonSchema for Bound {
+    fn inline_schema() -> bool {
+        true
     }
-    let Some(entries) = node.as_map() else {
-        return Err(cfg.error(
-            node,
-            format!(
-                "{key} must be a map of names to options (e.g. `{key}: {{alice: {{}}}}`), found {}",
-                node.kind()
-            ),
-        ));
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TimeBound".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "x-type": "time ('8am', '16:30', '2024-05-01 08:00')" })
+    }
+}
+
+/// `time_range`: both bounds, or neither (an empty map is no range).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RangeOptions {
+    /// The start of the range: a time of day (`8am`, `16:30`) or a local date and time.
+    #[serde(default)]
+    start: Option<Bound>,
+    /// The end of the range (inclusive), in the same forms as `start`.
+    #[serde(default)]
+    end: Option<Bound>,
+}
+
+/// One `users:`/`groups:` entry, or `defaults`: nothing, or a `time_range`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// `{start, end}`: only records whose own (local) time is within the range fire.
+    #[serde(default)]
+    time_range: Option<Located<RangeOptions>>,
+}
+
+fn rule_of(cfg: &BeaconConfig, what: &str, entry: &Entry) -> Result<Rule, ConfigError> {
+    let Some(tr) = &entry.time_range else {
+        return Ok(None);
     };
-    for (name, v) in entries {
-        out.insert(
-            name.clone(),
-            time_range_of(cfg, &format!("{key}.{name}"), v)?,
-        );
+    match (tr.start, tr.end) {
+        (None, None) => Ok(None),
+        (Some(start), Some(end)) => Ok(Some(TimeRange { start, end })),
+        (start, _) => Err(ConfigError {
+            pos: Some(tr.pos.clone()),
+            beacon: Some(cfg.name.clone()),
+            message: format!(
+                "{what}.time_range must contain start & end options (missing {})",
+                if start.is_none() { "start" } else { "end" }
+            ),
+        }),
+    }
+}
+
+fn rules(
+    cfg: &BeaconConfig,
+    key: &str,
+    map: &Option<NameMap<Entry>>,
+) -> Result<BTreeMap<String, Rule>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, entry) in map.iter().flat_map(|m| m.0.iter()) {
+        out.insert(name.clone(), rule_of(cfg, &format!("{key}.{name}"), entry)?);
     }
     Ok(out)
 }
 
+/// The options `btmp` and `wtmp` share: Salt's filter and the files.
+pub struct Common<'a> {
+    pub users: &'a Option<NameMap<Entry>>,
+    pub groups: &'a Option<NameMap<Entry>>,
+    pub defaults: &'a Option<Entry>,
+    pub file: &'a Path,
+    pub group_file: &'a Path,
+}
+
 impl Filter {
-    pub fn from_config(cfg: &BeaconConfig) -> Result<Filter, ConfigError> {
-        let defaults = match cfg.opt("defaults") {
+    pub fn from_options(cfg: &BeaconConfig, c: &Common<'_>) -> Result<Filter, ConfigError> {
+        let defaults = match c.defaults {
             None => None,
-            Some(n) => time_range_of(cfg, "defaults", n)?,
+            Some(e) => rule_of(cfg, "defaults", e)?,
         };
         Ok(Filter {
-            users: rules(cfg, "users")?,
-            groups: rules(cfg, "groups")?,
+            users: rules(cfg, "users", c.users)?,
+            groups: rules(cfg, "groups", c.groups)?,
             defaults,
-            group_file: PathBuf::from(cfg.str_opt("group_file", "/etc/group")?),
+            group_file: c.group_file.to_path_buf(),
         })
     }
 
@@ -315,39 +328,30 @@ pub struct LoginBeacon {
     pending: bool,
 }
 
+/// wtmp's `ut_type`: the record types of a login and a logout.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UtType {
+    /// The `ut_type` of a login record (default 7, `USER_PROCESS`).
+    #[serde(default)]
+    login: Option<i64>,
+    /// The `ut_type` of a logout record (default 8, `DEAD_PROCESS`).
+    #[serde(default)]
+    logout: Option<i64>,
+}
+
 pub fn build(
     kind: Kind,
     cfg: &BeaconConfig,
     ctx: &BuildContext,
+    common: Common<'_>,
+    ut_type: Option<&UtType>,
 ) -> Result<Box<dyn Beacon>, ConfigError> {
-    let default_file = match kind {
-        Kind::Btmp => "/var/log/btmp",
-        Kind::Wtmp => "/var/log/wtmp",
-    };
-    let mut login_type = USER_PROCESS as i64;
-    let mut logout_type = DEAD_PROCESS as i64;
-    if let Some(ut) = cfg.opt("ut_type") {
-        let Some(_) = ut.as_map() else {
-            return Err(cfg.error(
-                ut,
-                format!(
-                    "ut_type must be a map with login and/or logout, found {}",
-                    ut.kind()
-                ),
-            ));
-        };
-        for (key, slot) in [("login", &mut login_type), ("logout", &mut logout_type)] {
-            if let Some(n) = ut.get(key) {
-                *slot = n.as_f64().filter(|f| f.fract() == 0.0).ok_or_else(|| {
-                    cfg.error(
-                        n,
-                        format!("ut_type.{key} must be an integer, found {}", n.kind()),
-                    )
-                })? as i64;
-            }
-        }
-    }
-    let file = PathBuf::from(cfg.str_opt("file", default_file)?);
+    let login_type = ut_type.and_then(|u| u.login).unwrap_or(USER_PROCESS as i64);
+    let logout_type = ut_type
+        .and_then(|u| u.logout)
+        .unwrap_or(DEAD_PROCESS as i64);
+    let file = common.file.to_path_buf();
     if file.file_name().is_none() {
         return Err(cfg.error_here(format!("file {} must name a file", file.display())));
     }
@@ -363,7 +367,7 @@ pub fn build(
         name: cfg.name.clone(),
         file,
         state_file,
-        filter: Filter::from_config(cfg)?,
+        filter: Filter::from_options(cfg, &common)?,
         login_type,
         logout_type,
         pos: None,
