@@ -92,6 +92,7 @@ pki_dir: $w/m/pki
 cachedir: $w/m/cache
 sock_dir: $w/m/sock
 log_file: $w/m/minion.log
+pidfile: $w/m/minion.pid
 log_level_logfile: info
 loop_interval: 1
 acceptance_wait_time: 1
@@ -117,9 +118,13 @@ YAML
     }
     stop_minion() {
         kill -- -"$MINION" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$MINION" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 100); do kill -0 -- -"$MINION" 2>/dev/null || break; sleep 0.1; done
         kill -9 -- -"$MINION" 2>/dev/null
         wait "$MINION" 2>/dev/null
+        # Every process of that minion is dead now. A killed child that nobody has reaped yet
+        # still exists for Salt's pidfile check, and the next minion would exit with "An instance
+        # is already running" (seen in CI under load), so the pidfile goes with them.
+        rm -f "$w/m/minion.pid"
     }
 
     # A: control, salt-minion owns the beacons.
