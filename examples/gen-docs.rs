@@ -1,7 +1,8 @@
-//! Build-time tool: writes the man page `beacond.8` and the bash, zsh and fish completions,
-//! generated from the CLI definition in `src/cli.rs`, into a directory.
+//! Build-time tool: writes the man page `beacond.8` (the CLI from `src/cli.rs`, every beacon's
+//! options from its typed config) and the bash, zsh and fish completions into a directory.
 //!
 //!     cargo run --example gen-docs -- OUTDIR
+//!     cargo run --example gen-docs -- --readme README.md   # rewrite its beacon options block
 //!
 //! An example rather than a hidden subcommand or `build.rs`: `clap_mangen` and `clap_complete`
 //! are dev-dependencies, so the shipped binary neither links them nor grows, and a normal
@@ -14,11 +15,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let Some(out) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: gen-docs OUTDIR");
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    if let [flag, readme] = args.as_slice() {
+        if flag.as_os_str() == "--readme" {
+            return match update_readme(readme) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gen-docs: {}: {e}", readme.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    let [out] = args.as_slice() else {
+        eprintln!("usage: gen-docs OUTDIR | gen-docs --readme README.md");
         return ExitCode::from(2);
     };
-    match generate(&out) {
+    match generate(out) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());
@@ -30,6 +43,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Replaces what lies between the README's option-block markers with `describe::markdown()`.
+fn update_readme(path: &std::path::Path) -> std::io::Result<()> {
+    use beacond::config::describe::{markdown, README_BEGIN, README_END};
+    let text = std::fs::read_to_string(path)?;
+    let (Some(b), Some(e)) = (text.find(README_BEGIN), text.find(README_END)) else {
+        return Err(std::io::Error::other(format!(
+            "no '{README_BEGIN}' ... '{README_END}' block"
+        )));
+    };
+    let head = &text[..b + README_BEGIN.len()];
+    let tail = &text[e..];
+    std::fs::write(path, format!("{head}\n{}{tail}", markdown()))
 }
 
 fn generate(out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
@@ -47,6 +74,7 @@ fn generate(out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
+    page.extend_from_slice(beacond::config::describe::roff().as_bytes());
     page.extend_from_slice(EXTRA_SECTIONS.as_bytes());
     man.render_version_section(&mut page)?;
     let path = out.join("beacond.8");

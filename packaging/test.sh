@@ -146,6 +146,7 @@ check "installed: /usr/bin/beacond --version" bash -c "/usr/bin/beacond --versio
 check "installed: unit enabled (multi-user.target.wants link)" test -L /etc/systemd/system/multi-user.target.wants/beacond.service
 check "installed: cache dir $cache exists, mode 700" bash -c "[ \"\$(stat -c %a $cache)\" = 700 ]"
 check "installed: man -w beacond finds beacond(8)" bash -c "man -w beacond | grep -q beacond.8"
+check "installed: beacond(8) lists each beacon's options (load: averages)" bash -c "MANWIDTH=100 man beacond 2>/dev/null | grep -A4 '^   load' | grep -q 'averages: Averages, required'"
 check "installed: bash completion loads" bash -c "source /usr/share/bash-completion/completions/beacond && complete -p beacond"
 check "installed: postinst explained the inactive state" grep -q 'installed but inactive' <<<"$out"
 

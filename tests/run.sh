@@ -24,11 +24,12 @@ report_stages() {
 trap report_stages EXIT
 
 # Debian packages the tests use: utmpdump (util-linux), ip (iproute2), dbus-daemon, openssl,
-# rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer).
+# rpm (package checks), systemd-analyze (unit checks), script (pty shells), g++ (libFuzzer),
+# groff (the man page).
 need_pkgs=()
 for spec in utmpdump:util-linux ip:iproute2 dbus-daemon:dbus openssl:openssl rpm:rpm \
             systemd-analyze:systemd script:bsdutils g++:g++ make:make rsyslogd:rsyslog \
-            clang:clang llvm-strip:llvm bpftool:bpftool; do
+            clang:clang llvm-strip:llvm bpftool:bpftool groff:groff-base; do
   cmd=${spec%%:*}; pkg=${spec#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
