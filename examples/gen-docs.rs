@@ -115,8 +115,11 @@ Stop.
 0 on success; 2 when \fB\-\-check\fR finds problems or the configuration cannot run; 1 on other errors.
 .SH SYSTEMD
 The packaged unit \fIbeacond.service\fR is \fBType=notify\fR with a watchdog, and runs with a
-reduced capability bounding set (CAP_NET_ADMIN, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE) and a
-read\-only file system except the cache and pki directories.
+reduced capability bounding set (CAP_NET_ADMIN, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, and
+CAP_BPF with CAP_PERFMON for the eBPF exec source) and a read\-only file system except the cache
+and pki directories. \fBattribute: True\fR (who changed a file) also needs CAP_SYS_ADMIN for
+fanotify: add it with \fBsystemctl edit beacond\fR (CapabilityBoundingSet=CAP_SYS_ADMIN);
+without it the beacons run unattributed and say so once in the log.
 .SH SEE ALSO
 \fBsalt\-minion\fR(1), \fBsystemd.service\fR(5)
 "#;
